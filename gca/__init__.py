@@ -1,0 +1,10 @@
+"""gca-hng: Globally Correlation-Aware Hard Negative Generation for deep metric learning, on PyG."""
+from gca.graph import build_batch_graph, channel_correlation
+from gca.model import GCAHNG, Generation
+from gca.nn import GraphPropagation, create_layer, list_layers, register_layer
+from gca.synthesis import Synthetics, synthesize_negatives
+
+__version__ = "0.1.0"
+
+__all__ = ["build_batch_graph", "channel_correlation", "GCAHNG", "Generation", "GraphPropagation",
+           "create_layer", "list_layers", "register_layer", "Synthetics", "synthesize_negatives"]

@@ -1,0 +1,69 @@
+"""Datasets, splits, samplers, transforms and feature caches for deep metric learning.
+
+Quick start::
+
+    from gca.data import create_dataset, build_transforms, ClassBalancedBatchSampler
+
+    train = create_dataset("cub200", split="train", transform=build_transforms("imagenet", train=True))
+    sampler = ClassBalancedBatchSampler(train.labels, classes_per_batch=8, samples_per_class=4, seed=0)
+    loader = torch.utils.data.DataLoader(train, batch_sampler=sampler, num_workers=4)
+
+Every dataset returns ``(image, int label)`` and exposes ``labels`` (1-D
+``int64`` numpy array of contiguous ids ``0..C-1``), ``num_classes`` and
+``class_names``.  The data root defaults to ``$GCA_DATA_ROOT`` or
+``../shared/data`` (see :func:`resolve_data_root`).  Layouts, splits and
+preparation are described in ``datasets/README.md``.
+"""
+
+from .base import (
+    AnnotationError,
+    CorruptImageError,
+    DMLDataset,
+    ImageListDataset,
+    load_image,
+)
+from .caltech import Caltech101
+from .cars import Cars196
+from .cub import CUB200
+from .features import FeatureDataset, cached_features, compute_features, load_features
+from .folder import ImageFolderDML
+from .inshop import InShop
+from .omniglot import Omniglot, clear_omniglot_cache
+from .registry import canonical_name, create_dataset, dataset_splits, list_datasets, register_dataset
+from .root import DATA_ROOT_ENV, resolve_data_root
+from .sampler import ClassBalancedBatchSampler
+from .sop import StanfordOnlineProducts
+from .splits import ClassSubset, carve_validation, split_classes
+from .transforms import build_transforms
+
+__all__ = [
+    "AnnotationError",
+    "CorruptImageError",
+    "DMLDataset",
+    "ImageListDataset",
+    "load_image",
+    "CUB200",
+    "Cars196",
+    "StanfordOnlineProducts",
+    "InShop",
+    "Omniglot",
+    "clear_omniglot_cache",
+    "Caltech101",
+    "ImageFolderDML",
+    "ClassSubset",
+    "carve_validation",
+    "split_classes",
+    "ClassBalancedBatchSampler",
+    "build_transforms",
+    "FeatureDataset",
+    "cached_features",
+    "compute_features",
+    "load_features",
+    "create_dataset",
+    "list_datasets",
+    "dataset_splits",
+    "canonical_name",
+    "register_dataset",
+    "resolve_data_root",
+    "DATA_ROOT_ENV",
+]

@@ -1,0 +1,82 @@
+"""Propagation blocks: one node update followed by one edge update that sees the new node states.
+
+Every block has the same interface, ``block(x, edge_index, edge_attr, same_class) -> (x, edge_attr)``,
+which is what the registry in :mod:`gca.nn.registry` builds and what :class:`gca.nn.GraphPropagation`
+stacks.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gca.nn.gca_edge_conv import GCAEdgeConv
+from gca.nn.gca_node_conv import GCANodeConv
+
+MESSAGE_EDGES = ("negative", "all")
+
+
+class GCABlock(nn.Module):
+    """The authors' layer: :class:`GCANodeConv` then :class:`GCAEdgeConv`."""
+
+    def __init__(self, channels: int, heads: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0,
+                 zero_logit: bool = True, edge_aggr: str = "sum", ffn_ratio: int = 4, fast: bool = True):
+        super().__init__()
+        self.node = GCANodeConv(channels, heads, attention_dropout, zero_logit, ffn_ratio, edge_aggr)
+        self.edge = GCAEdgeConv(channels, dropout, ffn_ratio, fast)
+
+    def reset_parameters(self):
+        self.node.reset_parameters()
+        self.edge.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor) -> Tuple[Tensor, Tensor]:
+        x = self.node(x, edge_index, edge_attr, same_class)
+        return x, self.edge(x, edge_index, edge_attr)
+
+
+class PyGConvBlock(nn.Module):
+    """Wrap any PyG convolution that takes edge features as a GCA-HNG propagation block.
+
+    The node update is ``LN(GELU(x + conv(x, edges, edge_attr)))`` followed by the same feed-forward
+    block as the GCA layer; the edges are then updated by a learned :class:`GCAEdgeConv`, since PyG
+    convolutions leave edge features unchanged. With ``message_edges="negative"`` (default) the
+    convolution sees only edges between different classes, as GCA's attention does; ``"all"`` passes
+    every edge.
+
+    Args:
+        conv: a module called as ``conv(x, edge_index, edge_attr)`` returning ``[N, channels]``.
+        channels: node and edge width.
+        dropout: dropout of the edge update's attention.
+        message_edges: ``"negative"`` or ``"all"``.
+        ffn_ratio: hidden width of the feed-forward blocks in multiples of ``channels``.
+    """
+
+    def __init__(self, conv: nn.Module, channels: int, dropout: float = 0.1, message_edges: str = "negative",
+                 ffn_ratio: int = 4):
+        super().__init__()
+        if message_edges not in MESSAGE_EDGES:
+            raise ValueError(f"message_edges must be one of {MESSAGE_EDGES}, got {message_edges!r}")
+        self.conv, self.message_edges = conv, message_edges
+        self.norm = nn.LayerNorm(channels)
+        self.ffn_in = nn.Linear(channels, ffn_ratio * channels)
+        self.ffn_out = nn.Linear(ffn_ratio * channels, channels)
+        self.edge = GCAEdgeConv(channels, dropout, ffn_ratio)
+
+    def reset_parameters(self):
+        self.conv.reset_parameters()
+        for mod in (self.norm, self.ffn_in, self.ffn_out, self.edge):
+            mod.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor) -> Tuple[Tensor, Tensor]:
+        if self.message_edges == "negative":
+            keep = ~same_class
+            conv_out = self.conv(x, edge_index[:, keep], edge_attr[keep])
+        else:
+            conv_out = self.conv(x, edge_index, edge_attr)
+        h = self.norm(F.gelu(x + conv_out))
+        h = self.norm(F.gelu(h + self.ffn_out(F.gelu(self.ffn_in(h)))))
+        return h, self.edge(h, edge_index, edge_attr)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.conv}, message_edges={self.message_edges!r})"
