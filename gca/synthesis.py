@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import scatter
 
@@ -58,13 +57,18 @@ class Synthetics:
         return self.embeddings.shape[0]
 
 
+def _distance(a: Tensor, b: Tensor) -> Tensor:
+    # smooth at zero (duplicate samples get a zero gradient, not NaN) and exact to ~1e-12 elsewhere
+    return ((a - b).pow(2).sum(-1) + 1e-12).sqrt()
+
+
 def positive_distance(embeddings: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
     """Mean Euclidean distance of each sample to the other samples of its class.
 
     Returns ``(distance [B], has_positive [B])``; the distance is 0 where there is no positive.
     """
     (anchor, positive), has_positive = _positive_pairs(labels)
-    dist = F.pairwise_distance(embeddings[anchor], embeddings[positive], eps=1e-6)
+    dist = _distance(embeddings[anchor], embeddings[positive])
     count = torch.bincount(anchor, minlength=labels.shape[0])
     total = scatter(dist, anchor, dim=0, dim_size=embeddings.shape[0], reduce="sum")
     return total / count.clamp_min(1), has_positive
@@ -84,7 +88,7 @@ def hardness_interpolation(anchors: Tensor, negatives: Tensor, d_pos: Tensor,
         anchors, negatives ``[M, D]``, d_pos ``[M]``, lam ``[M, D]``, ``[M, 1]`` or ``None`` (= 1)
         -> ``[M, D]``
     """
-    d_neg = F.pairwise_distance(anchors, negatives, eps=1e-6)
+    d_neg = _distance(anchors, negatives)
     scale = gamma if lam is None else gamma * lam
     ratio = (d_pos.unsqueeze(-1) + (d_neg - d_pos).unsqueeze(-1) * scale) / d_neg.unsqueeze(-1)
     moved = anchors + ratio * (negatives - anchors)
@@ -92,7 +96,7 @@ def hardness_interpolation(anchors: Tensor, negatives: Tensor, d_pos: Tensor,
 
 
 def mixing_weights(group: Tensor, num_groups: int, mode: str = "sequential",
-                   generator: Optional[torch.Generator] = None) -> Tensor:
+                   generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Random convex weights over the members of each group (members of one group sum to 1).
 
     ``"sequential"``: the authors' scheme ``n <- zeta_t + u_t (n - zeta_t)`` with ``u_t ~ U(0, 1)``,
@@ -100,15 +104,15 @@ def mixing_weights(group: Tensor, num_groups: int, mode: str = "sequential",
     ``prod_{s > 0} u_s``); ``"dirichlet"``: a flat Dirichlet; ``"mean"``: equal weights.
 
     Shapes:
-        group ``[M]`` (group id of each member, in ``[0, num_groups)``) -> ``[M]`` float32
+        group ``[M]`` (group id of each member, in ``[0, num_groups)``) -> ``[M]`` of ``dtype``
     """
     if mode not in MIXING_MODES:
         raise ValueError(f"mixing must be one of {MIXING_MODES}, got {mode!r}")
     m, device = group.shape[0], group.device
     if mode == "mean":
-        counts = torch.bincount(group, minlength=num_groups).float()
+        counts = torch.bincount(group, minlength=num_groups).to(dtype)
         return 1.0 / counts[group]
-    u = torch.rand(m, generator=generator, device=device).clamp(1e-12, 1 - 1e-7)
+    u = torch.rand(m, generator=generator, device=device, dtype=dtype).clamp(1e-12, 1 - 1e-7)
     if mode == "dirichlet":
         e = -torch.log(u)
         return e / scatter(e, group, dim=0, dim_size=num_groups, reduce="sum")[group]
@@ -124,7 +128,7 @@ def mixing_weights(group: Tensor, num_groups: int, mode: str = "sequential",
     group_offset[g[first]] = (inclusive - log_u)[first]
     group_total = scatter(log_u, g, dim=0, dim_size=num_groups, reduce="sum")
     suffix = group_total[g] - (inclusive - group_offset[g])      # sum of log u over later members
-    w_sorted = torch.where(first, torch.ones_like(u_sorted), 1 - u_sorted) * suffix.exp().float()
+    w_sorted = torch.where(first, torch.ones_like(u_sorted), 1 - u_sorted) * suffix.exp().to(dtype)
     weights = torch.empty_like(w_sorted)
     weights[order] = w_sorted
     return weights
@@ -192,6 +196,6 @@ def synthesize_negatives(
         cand_edges, anchor, negative, group = cand_edges[keep], anchor[keep], negative[keep], group[keep]
     lam_c = None if lam is None else lam[cand_edges].to(work.dtype)
     candidates = hardness_interpolation(work[anchor], work[negative], d_pos[anchor], gamma, lam_c)
-    weights = mixing_weights(group, keys.numel(), mixing, generator).to(work.dtype)
+    weights = mixing_weights(group, keys.numel(), mixing, generator, work.dtype)
     synthetic = scatter(weights.unsqueeze(-1) * candidates, group, dim=0, dim_size=keys.numel(), reduce="sum")
     return Synthetics(embeddings=synthetic, labels=class_ids[keys % num_cls], anchor_index=keys // num_cls)

@@ -1,0 +1,125 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import gca
+from gca.synthesis import mixing_weights, synthesize_negatives
+
+
+def _hdml(anchor, negative, d_pos, gamma):
+    """HDML (Zheng et al. 2019): z^- <- z + [d+ + (d- - d+) e^{-alpha/J}] / d- (z^- - z) when d- > d+."""
+    d_neg = np.linalg.norm(anchor - negative)
+    if d_neg <= d_pos:
+        return negative
+    return anchor + (d_pos + (d_neg - d_pos) * gamma) / d_neg * (negative - anchor)
+
+
+def test_constant_lambda_one_sample_per_class_is_hdml():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(8, 6, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])            # class 0 has a positive; the rest one sample each
+    g = gca.build_batch_graph(z, y)
+    lam = torch.ones(g.edge_index.shape[1], 6, dtype=torch.float64)
+    s = synthesize_negatives(z, y, g.edge_index, lam, gamma=0.3)
+    assert set(s.anchor_index.tolist()) == {0, 1}
+    zn = z.numpy()
+    for row in range(len(s)):
+        a, c = int(s.anchor_index[row]), int(s.labels[row])
+        n = int((y == c).nonzero()[0, 0])
+        d_pos = np.linalg.norm(zn[0] - zn[1])
+        np.testing.assert_allclose(s.embeddings[row].numpy(), _hdml(zn[a], zn[n], d_pos, 0.3), rtol=1e-9)
+
+
+def test_no_synthetic_carries_its_anchors_class_and_one_row_per_negative_class():
+    z = torch.randn(12, 5)
+    y = torch.tensor([3, 3, 3, 1, 1, 8, 8, 8, 8, 4, 6, 6])   # class 4 has no positive
+    g = gca.build_batch_graph(z, y)
+    s = synthesize_negatives(z, y, g.edge_index, torch.rand(g.edge_index.shape[1], 5))
+    assert torch.all(s.labels != y[s.anchor_index])
+    assert 9 not in s.anchor_index.tolist()                   # no positive -> no synthetic
+    for a in range(12):
+        if a == 9:
+            continue
+        got = sorted(s.labels[s.anchor_index == a].tolist())
+        assert got == sorted(set(y.tolist()) - {int(y[a])})
+
+
+def test_knn_anchor_uses_only_its_neighbours():
+    z = torch.randn(16, 6)
+    y = torch.arange(16) % 4
+    g = gca.build_batch_graph(z, y, edges="knn", k=3)
+    s = synthesize_negatives(z, y, g.edge_index, torch.rand(g.edge_index.shape[1], 6))
+    for a in range(16):
+        neighbours = g.edge_index[0, g.edge_index[1] == a]
+        allowed = set(y[neighbours].tolist()) - {int(y[a])}
+        assert set(s.labels[s.anchor_index == a].tolist()) == allowed
+
+
+def _reference_synthesis(z, y, edge_index, lam, gamma):
+    """Plain loop: for each anchor and negative class, the mean of the interpolated candidates."""
+    rows = {}
+    for e in range(edge_index.shape[1]):
+        n, a = int(edge_index[0, e]), int(edge_index[1, e])
+        positives = [p for p in range(len(y)) if y[p] == y[a] and p != a]
+        if y[n] == y[a] or not positives:
+            continue
+        d_pos = np.mean([np.linalg.norm(z[a] - z[p]) for p in positives])
+        d_neg = np.linalg.norm(z[a] - z[n])
+        if d_neg > d_pos:
+            zeta = z[a] + (d_pos + (d_neg - d_pos) * gamma * lam[e]) / d_neg * (z[n] - z[a])
+        else:
+            zeta = z[n]
+        rows.setdefault((a, int(y[n])), []).append(zeta)
+    return {key: np.mean(v, axis=0) for key, v in rows.items()}
+
+
+@pytest.mark.parametrize("edges, k", [("full", None), ("knn", 5)])
+def test_fast_path_matches_plain_loop(edges, k):
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(14, 4, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4, 5, 5])
+    g = gca.build_batch_graph(z, y, edges=edges, k=k)
+    lam = torch.rand(g.edge_index.shape[1], 4, generator=gen, dtype=torch.float64)
+    s = synthesize_negatives(z, y, g.edge_index, lam, gamma=0.7, mixing="mean")
+    ref = _reference_synthesis(z.numpy(), y.numpy(), g.edge_index.numpy(), lam.numpy(), 0.7)
+    assert len(s) == len(ref)
+    for row in range(len(s)):
+        key = (int(s.anchor_index[row]), int(s.labels[row]))
+        np.testing.assert_allclose(s.embeddings[row].numpy(), ref[key], rtol=1e-9)
+
+
+def test_mixing_weights_are_convex_per_group():
+    group = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 3])
+    for mode in ("sequential", "dirichlet", "mean"):
+        w = mixing_weights(group, 4, mode, torch.Generator().manual_seed(0))
+        assert torch.all(w >= 0)
+        torch.testing.assert_close(torch.zeros(4).index_add_(0, group, w), torch.ones(4))
+
+
+def test_sequential_mixing_has_the_authors_distribution_drawn_per_group():
+    groups = 20000
+    group = torch.arange(groups).repeat_interleave(3)
+    w = mixing_weights(group, groups, "sequential", torch.Generator().manual_seed(0)).view(groups, 3)
+    # drawn per group: rows differ (the authors shared one draw across the whole batch)
+    assert w[:, 0].std() > 0.1
+    # the authors' scheme: weights (u1 u2, (1 - u1) u2, 1 - u2) for the members in (random) order
+    rng = np.random.default_rng(0)
+    u1, u2 = rng.random(groups), rng.random(groups)
+    ref = np.sort(np.stack([u1 * u2, (1 - u1) * u2, 1 - u2], 1), axis=1).mean(0)
+    np.testing.assert_allclose(np.sort(w.numpy(), axis=1).mean(0), ref, atol=0.01)
+    # no position is favoured
+    np.testing.assert_allclose(w.numpy().mean(0), [1 / 3] * 3, atol=0.01)
+
+
+def test_one_negative_per_class_picks_a_real_candidate():
+    z = torch.randn(9, 4)
+    y = torch.arange(9) % 3
+    g = gca.build_batch_graph(z, y)
+    lam = torch.ones(g.edge_index.shape[1], 1)
+    s = synthesize_negatives(z, y, g.edge_index, lam, gamma=1.0, negatives_per_class="one")
+    # gamma = lambda = 1 leaves every negative where it is, so each synthetic is one real sample
+    for row in range(len(s)):
+        members = z[y == s.labels[row]]
+        assert torch.isclose(members, s.embeddings[row]).all(1).any()
