@@ -1,4 +1,11 @@
 """gca-hng: Globally Correlation-Aware Hard Negative Generation for deep metric learning, on PyG."""
+import warnings
+
+with warnings.catch_warnings():
+    # torch_geometric's import calls torch.jit.script, which torch 2.14 marks deprecated
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    import torch_geometric  # noqa: F401
+
 from gca.graph import build_batch_graph, channel_correlation
 from gca.model import GCAHNG, Generation
 from gca.nn import GraphPropagation, create_layer, list_layers, register_layer

@@ -67,6 +67,8 @@ class GCAHNG(nn.Module):
         synthetic_loss_mode: how ``metric_loss`` sees synthetics (:func:`gca.losses.synthetic_metric_loss`).
     """
 
+    has_generator = True
+
     def __init__(
         self,
         embedding_dim: int,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -142,6 +141,3 @@ class CUB200(ImageListDataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self._finalise()
 
-
-def _cub_dir(root: Path) -> Path | None:  # used by prepare
-    return first_existing_dir(root, _DIR_NAMES, "images.txt")

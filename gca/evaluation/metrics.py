@@ -129,9 +129,13 @@ def _topk_deterministic(sim: torch.Tensor, k: int) -> torch.Tensor:
     c = sim.shape[0]
     thresh = torch.topk(sim, k, dim=1, largest=True, sorted=False).values.min(dim=1, keepdim=True).values
     selected = sim >= thresh
-    counts = selected.sum(dim=1)
-    ambiguous = counts > k  # more items tied at the threshold than free slots
-    if bool(ambiguous.any()):
+    # nonzero() is row-major, so columns come out in increasing index order per row.
+    row_of, cols = selected.nonzero(as_tuple=True)
+    if cols.numel() != c * k:
+        # Some rows have more items tied at their threshold than free slots: keep the
+        # lowest-index tied items. (Every row has >= k selected, so the total is c*k
+        # exactly when no row is ambiguous.)
+        ambiguous = torch.bincount(row_of, minlength=c) > k
         rows = ambiguous.nonzero(as_tuple=True)[0]
         sub, t = sim[rows], thresh[rows]
         greater = sub > t
@@ -139,8 +143,8 @@ def _topk_deterministic(sim: torch.Tensor, k: int) -> torch.Tensor:
         need = k - greater.sum(dim=1, keepdim=True)
         keep_equal = equal & (equal.cumsum(dim=1) <= need)
         selected[rows] = greater | keep_equal
-    # nonzero() is row-major, so columns come out in increasing index order per row.
-    idx = selected.nonzero(as_tuple=True)[1].view(c, k)
+        cols = selected.nonzero(as_tuple=True)[1]
+    idx = cols.view(c, k)
     vals = sim.gather(1, idx)
     order = torch.sort(vals, dim=1, descending=True, stable=True).indices
     return idx.gather(1, order)
@@ -222,7 +226,8 @@ def retrieval_metrics(
             and the embeddings are on the CPU; ``True`` requires faiss; ``False`` always
             uses torch. With the torch backend ties in similarity are broken in favour of
             the lower gallery index; the faiss backend is deterministic for a given input
-            but its choice among items tied exactly at the top-k boundary is faiss's own.
+            but its choice among items tied exactly at the top-k boundary is faiss's own,
+            and it always computes in float32.
 
     Returns:
         A dict with ``"R@k"`` for every ``k`` in ``ks``, ``"MAP@R"`` and

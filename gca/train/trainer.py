@@ -1,0 +1,392 @@
+"""The training loop: data, models, the three-phase step of METHOD 2.6, evaluation, checkpoints.
+
+One :class:`Trainer` runs one config. GCA-HNG off (``gca.enabled: false``) is the baseline: the same loop,
+data, seed and budget, with only the metric loss. Model selection uses a validation split carved from
+the *training* classes (never the test set, fixing METHOD D11); the test set is evaluated once at the end
+with the selected checkpoint, plus at ``eval.test_epochs`` for curves, each record labelled.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from gca.baselines import HDMLInterpolation
+from gca.backbones import EmbeddingModel, create_backbone
+from gca.data import (ClassBalancedBatchSampler, ClassSubset, FeatureDataset, build_transforms, cached_features,
+                      create_dataset, dataset_splits, resolve_data_root, split_classes)
+from gca.data.registry import canonical_name
+from gca.evaluation import retrieval_metrics
+from gca.losses import create_metric_loss
+from gca.model import GCAHNG
+from gca.train.config import RunConfig, save_config
+from gca.train.step import train_step
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _FeatureBackbone(nn.Identity):
+    """Stands in for a frozen backbone whose features were cached."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+
+class Trainer:
+    """Build everything a config names and train it.
+
+    Files written to ``cfg.run_dir``: ``config.yaml``, ``metrics.jsonl`` (one JSON record per line:
+    ``train`` every ``log_every_steps`` steps, ``epoch``, ``val``, ``test_curve`` and ``test``),
+    ``last.pt`` (everything needed to resume), ``best.pt`` (the embedding model selected on validation),
+    ``result.json`` (the final test metrics) and plots.
+    """
+
+    def __init__(self, cfg: RunConfig, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.device = resolve_device(cfg.device)
+        self.run_dir = cfg.run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.seed)
+        self.amp_dtype = self._amp_dtype()
+        self._build_model()
+        self._build_data()
+        self._build_generator()
+        self._build_optimisers()
+        self.epoch, self.step, self.step_in_epoch = 0, 0, 0
+        self.best: Optional[Dict[str, Any]] = None
+        self.history: list = []
+        save_config(cfg, self.run_dir / "config.yaml")
+
+    # ------------------------------------------------------------------------------ building
+    def _amp_dtype(self) -> Optional[torch.dtype]:
+        amp = self.cfg.solver.amp
+        if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
+            return None
+        if amp == "fp16":
+            return torch.float16
+        return torch.bfloat16
+
+    def _build_model(self) -> None:
+        m = self.cfg.model
+        backbone = create_backbone(m.backbone, pretrained=m.pretrained, weights=m.weights,
+                                   **({"bn_freeze": True} if m.bn_freeze else {}), **m.backbone_kwargs)
+        self.transform_kind = self.cfg.data.transform or getattr(backbone, "default_transform", None) or "imagenet"
+        # pretrained weights expect their own input statistics (EfficientNet-Lite0's are 0.5/0.5, not ImageNet's)
+        self.input_stats = {k: tuple(getattr(backbone, f"input_{k}")) for k in ("mean", "std")
+                            if getattr(backbone, f"input_{k}", None) is not None}
+        if self.cfg.data.features:
+            self.feature_backbone = backbone.to(self.device).eval()
+            backbone = _FeatureBackbone(backbone.num_features)
+        self.model = EmbeddingModel(backbone, m.embedding_dim, head_init=m.head_init).to(self.device)
+
+    def _dataset(self, split: str, train: bool):
+        d = self.cfg.data
+        root = d.root
+        if root is None and canonical_name(d.dataset) != "imagefolder":
+            root = resolve_data_root(None)
+        stats = self.input_stats if self.transform_kind == "imagenet" else {}
+        tf = build_transforms(self.transform_kind, train=train, image_size=d.image_size, **stats)
+        return create_dataset(d.dataset, root=root, split=split, transform=tf, **d.dataset_kwargs)
+
+    def _build_data(self) -> None:
+        d, seed = self.cfg.data, self.cfg.seed
+        splits = dataset_splits(d.dataset)
+        train_full = self._dataset("train", train=not d.features)
+        train_eval_full = self._dataset("train", train=False)
+        if d.val_fraction > 0:
+            train_idx, val_idx = split_classes(train_full.labels, d.val_fraction, seed)
+            train_ds = ClassSubset(train_full, train_idx, split="train_minus_val")
+            self.val_sets = {"val": ClassSubset(train_eval_full, val_idx, split="val")}
+        else:
+            train_ds, self.val_sets = train_full, {}
+        if "query" in splits:
+            self.test_sets = {"query": self._dataset("query", False), "gallery": self._dataset("gallery", False)}
+        else:
+            self.test_sets = {"test": self._dataset("test", False)}
+        if d.features:
+            train_ds = self._features(ClassSubset(train_eval_full, train_ds.indices, split="train_minus_val")
+                                      if d.val_fraction > 0 else train_eval_full)
+            self.val_sets = {k: self._features(v) for k, v in self.val_sets.items()}
+            self.test_sets = {k: self._features(v) for k, v in self.test_sets.items()}
+        self.train_set = train_ds
+        self.num_train_classes = int(np.asarray(train_ds.labels).max()) + 1
+        self.sampler = ClassBalancedBatchSampler(train_ds.labels, d.classes_per_batch, d.samples_per_class,
+                                                 seed=seed)
+
+    def _features(self, dataset) -> FeatureDataset:
+        d, m = self.cfg.data, self.cfg.model
+        return cached_features(self.feature_backbone, dataset, Path(d.cache_dir), self.cfg.eval.batch_size,
+                               self.device, backbone_name=m.backbone, dataset_name=canonical_name(d.dataset),
+                               split=getattr(dataset, "split", None),
+                               extra_key={"transform": self.transform_kind, "image_size": d.image_size,
+                                          "weights": m.weights, "pretrained": m.pretrained},
+                               num_workers=d.num_workers, progress=self.progress)
+
+    def _build_generator(self) -> None:
+        cfg, g = self.cfg, self.cfg.gca
+        self.metric_loss = create_metric_loss(cfg.loss.metric, self.num_train_classes, cfg.model.embedding_dim,
+                                              **cfg.loss.metric_kwargs).to(self.device)
+        self.generator: Optional[nn.Module] = None
+        if not g.enabled:
+            return
+        if g.generator == "hdml":
+            self.generator = HDMLInterpolation(g.alpha, metric_loss=self.metric_loss)
+        else:
+            self.generator = GCAHNG(
+                cfg.model.embedding_dim, self.num_train_classes, num_layers=g.num_layers, heads=g.heads,
+                layer=g.layer, dropout=g.dropout, layer_kwargs=g.layer_kwargs, edges=g.edges, k=g.k,
+                self_loops=g.self_loops, per_channel=g.per_channel, negatives_per_class=g.negatives_per_class,
+                mixing=g.mixing, alpha=g.alpha, beta=g.beta, softmax_factor=g.softmax_factor,
+                hardness_weight=g.hardness_weight, diversity_weight=g.diversity_weight,
+                classifier_weight=g.classifier_weight, node_loss_weight=g.node_loss_weight,
+                metric_loss=self.metric_loss)
+        self.generator.to(self.device)
+
+    def _build_optimisers(self) -> None:
+        s = self.cfg.solver
+        groups = [{"params": self.model.head_parameters(), "lr": s.lr * s.head_lr_ratio, "name": "head"}]
+        backbone_params = [p for p in self.model.backbone_parameters()]
+        if backbone_params:
+            groups.append({"params": backbone_params, "lr": s.lr, "name": "backbone"})
+        loss_params = list(self.metric_loss.parameters())
+        if loss_params:
+            groups.append({"params": loss_params, "lr": s.lr * self.cfg.loss.proxy_lr_ratio, "name": "loss"})
+        self.opt_metric = torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
+        self.sched_metric = torch.optim.lr_scheduler.StepLR(self.opt_metric, s.lr_decay_epochs, s.lr_decay_gamma)
+        self.opt_gnn = self.opt_cls = self.sched_gnn = None
+        if getattr(self.generator, "has_generator", False):
+            self.opt_gnn = torch.optim.AdamW(self.generator.generator_parameters(), lr=s.gnn_lr,
+                                             weight_decay=s.weight_decay)
+            self.sched_gnn = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_gnn, T_max=s.epochs)
+            self.opt_cls = torch.optim.AdamW(self.generator.classifier_parameters(), lr=s.classifier_lr)
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        def sd(obj):
+            return None if obj is None else obj.state_dict()
+        return {
+            "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step,
+            "step_in_epoch": self.step_in_epoch, "best": self.best, "history": self.history,
+            "model": self.model.state_dict(), "metric_loss": self.metric_loss.state_dict(),
+            "generator": sd(self.generator), "opt_metric": sd(self.opt_metric), "opt_gnn": sd(self.opt_gnn),
+            "opt_cls": sd(self.opt_cls), "sched_metric": sd(self.sched_metric), "sched_gnn": sd(self.sched_gnn),
+            "rng": _rng_state(),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.metric_loss.load_state_dict(state["metric_loss"])
+        for name in ("generator", "opt_metric", "opt_gnn", "opt_cls", "sched_metric", "sched_gnn"):
+            obj = getattr(self, name)
+            if (obj is None) != (state[name] is None):
+                raise ValueError(f"checkpoint and config disagree about {name!r} (GCA-HNG on/off?)")
+            if obj is not None:
+                obj.load_state_dict(state[name])
+        self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
+        self.best, self.history = state["best"], state["history"]
+        _set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> Path:
+        path = self.run_dir / "last.pt"
+        atomic_save(self.state_dict(), path)
+        return path
+
+    def resume(self, path: Optional[Path] = None) -> bool:
+        """Load ``path`` (default ``run_dir/last.pt``); returns whether there was one to load."""
+        path = Path(path) if path is not None else self.run_dir / "last.pt"
+        if not path.is_file():
+            return False
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        self._log({"kind": "resume", "epoch": self.epoch, "step": self.step, "from": str(path)})
+        return True
+
+    # ------------------------------------------------------------------------------ logging
+    def _log(self, record: Dict[str, Any]) -> None:
+        record = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------------------ training
+    def _loader_generator(self) -> torch.Generator:
+        # A loader draws its workers' base seed when iterated; from its own generator (seeded by the run's
+        # seed and position), so creating a loader never moves the global RNG and resuming replays exactly.
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _set_warmup(self) -> None:
+        frozen = self.epoch < self.cfg.solver.warmup_epochs and not self.cfg.data.features
+        self.model.set_backbone_trainable(not frozen)
+
+    def _budget_left(self) -> bool:
+        s = self.cfg.solver
+        return self.epoch < s.epochs and (s.max_steps is None or self.step < s.max_steps)
+
+    def fit(self) -> Dict[str, Any]:
+        """Train to the end of the budget (continuing from a resumed state), then test once."""
+        s = self.cfg.solver
+        while self._budget_left():
+            self._set_warmup()
+            self.sampler.set_epoch(self.epoch)
+            self.model.train()
+            if self.generator is not None:
+                self.generator.train()
+            sums: Dict[str, float] = {}
+            count = 0
+            start = time.perf_counter()
+            skip = self.step_in_epoch
+            # the sampler is seeded by (seed, epoch): on a mid-epoch resume, replay its batches from where
+            # the checkpoint stopped, without loading (and augmenting) the ones already trained on
+            loader = DataLoader(self.train_set, batch_sampler=list(self.sampler)[skip:],
+                                num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+                                generator=self._loader_generator())
+            total = len(self.sampler) if s.max_steps is None else min(len(self.sampler), s.max_steps - self.step + skip)
+            bar = tqdm(total=total, initial=skip, desc=f"epoch {self.epoch + 1}/{s.epochs}",
+                       disable=not self.progress, leave=False)
+            for images, labels in loader:
+                if s.max_steps is not None and self.step >= s.max_steps:
+                    break
+                logs = train_step(self, images.to(self.device, non_blocking=True),
+                                  labels.to(self.device, non_blocking=True))
+                self.step += 1
+                self.step_in_epoch += 1
+                count += 1
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("metric", "synthetic", "generator")})
+                if self.step % self.cfg.log_every_steps == 0:
+                    self._log({"kind": "train", "epoch": self.epoch, "step": self.step, **logs})
+                if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0:
+                    self.save_checkpoint()
+            bar.close()
+            epoch_done = self.step_in_epoch >= len(self.sampler)
+            if not epoch_done:            # the step budget ran out inside the epoch
+                break
+            self._end_epoch(sums, count, time.perf_counter() - start)
+        result = self.test()
+        if self.cfg.plots:
+            from gca.train.plots import plot_run
+            plot_run(self.run_dir)
+        return result
+
+    def _end_epoch(self, sums: Dict[str, float], count: int, seconds: float) -> None:
+        if self.generator is not None:
+            self.generator.end_epoch()
+        self.sched_metric.step()
+        if self.sched_gnn is not None:
+            self.sched_gnn.step()
+        record = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "seconds": seconds,
+                  **{k: v / max(count, 1) for k, v in sums.items()}}
+        if self.generator is not None:
+            record["next_gamma"] = float(self.generator.hardness.factor())
+            if hasattr(self.generator, "synthetic_weight"):
+                record["next_synthetic_weight"] = float(self.generator.synthetic_weight.factor())
+        self._log(record)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        e = self.cfg.eval
+        if self.val_sets and (self.epoch % e.every_epochs == 0 or not self._budget_left()):
+            metrics = self.evaluate(self.val_sets["val"])
+            self._log({"kind": "val", "epoch": self.epoch, "step": self.step, **metrics})
+            self.history.append({"epoch": self.epoch, **metrics})
+            if self.best is None or metrics[e.select_metric] > self.best[e.select_metric]:
+                self.best = {"epoch": self.epoch, **metrics}
+                atomic_save({"model": self.model.state_dict(), "config": self.cfg.to_dict(), "epoch": self.epoch},
+                            self.run_dir / "best.pt")
+        if self.epoch in e.test_epochs:
+            self._log({"kind": "test_curve", "epoch": self.epoch, "step": self.step, **self.test_metrics()})
+        self.save_checkpoint()
+
+    # ------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def embed(self, dataset):
+        was_training = self.model.training
+        self.model.eval()
+        loader = DataLoader(dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
+                            num_workers=self.cfg.data.num_workers, generator=self._loader_generator())
+        embs, labels = [], []
+        for images, y in loader:
+            with self._autocast():
+                embs.append(self.model(images.to(self.device)).float())
+            labels.append(torch.as_tensor(y))
+        self.model.train(was_training)
+        return torch.cat(embs), torch.cat(labels).to(self.device)
+
+    def evaluate(self, dataset, gallery=None) -> Dict[str, float]:
+        q, ql = self.embed(dataset)
+        if gallery is None:
+            return retrieval_metrics(q, ql, ks=self.cfg.eval.ks)
+        g, gl = self.embed(gallery)
+        return retrieval_metrics(q, ql, g, gl, ks=self.cfg.eval.ks)
+
+    def test_metrics(self) -> Dict[str, float]:
+        if "query" in self.test_sets:
+            return self.evaluate(self.test_sets["query"], self.test_sets["gallery"])
+        return self.evaluate(self.test_sets["test"])
+
+    def test(self) -> Dict[str, Any]:
+        """Evaluate the test classes once, with the checkpoint selected on validation (or the last one)."""
+        selected = "last"
+        best_path = self.run_dir / "best.pt"
+        current = None
+        if self.val_sets and best_path.is_file():
+            current = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(torch.load(best_path, map_location=self.device, weights_only=False)["model"])
+            selected = f"best on validation (epoch {self.best['epoch']})" if self.best else "best on validation"
+        metrics = self.test_metrics()
+        if current is not None:
+            self.model.load_state_dict(current)
+        result = {"name": self.cfg.name, "checkpoint": selected, "epochs": self.epoch, "steps": self.step,
+                  "gca": self.cfg.gca.enabled, **metrics}
+        self._log({"kind": "test", **result})
+        (self.run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        return result

@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gca.cli import main as cli_main
+from gca.train import Trainer, load_config
+
+
+def _tiny_folder(root, classes=12, per_class=6, size=20, seed=0):
+    """One folder per class; each class is a noisy version of its own random pattern."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        pattern = rng.random((size, size)) > 0.5
+        folder = root / f"class_{c:02d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            noisy = pattern ^ (rng.random((size, size)) < 0.1)
+            Image.fromarray((noisy * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
+    return root
+
+
+def _overrides(tmp_path, *extra):
+    root = tmp_path / "data"
+    if not root.exists():
+        _tiny_folder(root)
+    return [f"data.root={root}", "data.dataset=imagefolder", "data.dataset_kwargs={image_mode: L, train_fraction: 0.5}",
+            "data.transform=omniglot", "data.image_size=16", "data.val_fraction=0.34", "data.classes_per_batch=2",
+            "data.samples_per_class=3", "model.backbone=omniglot_cnn", "model.embedding_dim=16", "gca.num_layers=1",
+            "gca.heads=2", "solver.epochs=3", "eval.batch_size=64", "plots=true", f"output_dir={tmp_path / 'runs'}",
+            "log_every_steps=1", *extra]
+
+
+def test_unknown_key_and_bad_values_are_named():
+    with pytest.raises(ValueError, match="unknown config key 'solver.lrr'"):
+        load_config("omniglot", ["solver.lrr=0.1"])
+    with pytest.raises(ValueError, match="unknown config key 'colour'"):
+        load_config(None, ["colour=red"])
+    with pytest.raises(ValueError, match="samples_per_class"):
+        load_config("omniglot", ["data.samples_per_class=1"])
+    with pytest.raises(FileNotFoundError, match="packaged"):
+        load_config("no_such_config")
+
+
+def test_every_packaged_config_loads():
+    from gca.train.config import CONFIG_DIR
+    names = [str(p.relative_to(CONFIG_DIR))[:-5] for p in CONFIG_DIR.rglob("*.yaml")]
+    assert len([n for n in names if n.startswith("paper/")]) == 12
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.model.embedding_dim % cfg.gca.heads == 0
+
+
+def test_cli_reports_unknown_key_and_missing_root(tmp_path, capsys):
+    assert cli_main(["train", "--config", "omniglot", "solver.lrr=1"]) == 2
+    assert "unknown config key 'solver.lrr'" in capsys.readouterr().err
+    missing = tmp_path / "nowhere"
+    assert cli_main(["train", "--config", "omniglot", f"data.root={missing}", "--no-progress"]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_training_writes_metrics_checkpoints_and_plots(tmp_path):
+    cfg = load_config(None, _overrides(tmp_path, "name=full"))
+    trainer = Trainer(cfg, progress=False)
+    result = trainer.fit()
+    run = cfg.run_dir
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "result.json", "losses.png", "schedules.png",
+                 "recall.png"):
+        assert (run / name).is_file(), name
+    kinds = [json.loads(line)["kind"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert kinds.count("epoch") == 3 and kinds.count("val") == 3 and kinds[-1] == "test"
+    assert result["checkpoint"].startswith("best on validation")
+    assert 0 <= result["R@1"] <= 1 and 0 <= result["MAP@R"] <= 1
+    # the schedules moved at the epoch ends
+    assert trainer.generator.hardness.previous_mean.item() < 1e6
+    assert cli_main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 0
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    straight = Trainer(load_config(None, _overrides(tmp_path, "name=straight", "plots=false")), progress=False)
+    straight.fit()
+    steps_per_epoch = len(straight.sampler)
+    kill_at = steps_per_epoch + 1                         # inside the second epoch
+    first = Trainer(load_config(None, _overrides(tmp_path, "name=killed", "plots=false",
+                                                 f"solver.max_steps={kill_at}", "checkpoint_every_steps=1")),
+                    progress=False)
+    first.fit()
+    del first
+    resumed = Trainer(load_config(None, _overrides(tmp_path, "name=killed", "plots=false")), progress=False)
+    assert resumed.resume()
+    assert resumed.step == kill_at and resumed.step_in_epoch == 1
+    resumed.fit()
+    a, b = straight.state_dict(), resumed.state_dict()
+    for key in ("model", "generator"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    assert json.loads((straight.run_dir / "result.json").read_text())["R@1"] == \
+        json.loads((resumed.run_dir / "result.json").read_text())["R@1"]
+
+
+def test_baseline_and_hdml_run_in_the_same_loop(tmp_path):
+    for name, extra in (("baseline", "gca.enabled=false"), ("hdml", "gca.generator=hdml")):
+        cfg = load_config(None, _overrides(tmp_path / name, f"name={name}", extra, "solver.epochs=1", "plots=false"))
+        trainer = Trainer(cfg, progress=False)
+        assert trainer.opt_gnn is None
+        assert 0 <= trainer.fit()["R@1"] <= 1
