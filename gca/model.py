@@ -65,6 +65,9 @@ class GCAHNG(nn.Module):
         metric_loss: any loss callable as ``loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)``
             (pytorch-metric-learning's, for example); default :class:`gca.losses.NPairLoss`.
         synthetic_loss_mode: how ``metric_loss`` sees synthetics (:func:`gca.losses.synthetic_metric_loss`).
+        symmetric_edges: keep one edge state per unordered pair (:class:`gca.nn.GraphPropagation`), which
+            halves the edge work on the full graph with the same result; ``"auto"`` uses it whenever the
+            graph is full and the layer type supports it.
     """
 
     has_generator = True
@@ -94,6 +97,7 @@ class GCAHNG(nn.Module):
         node_loss_weight: float = 1.0,
         metric_loss: Optional[Callable] = None,
         synthetic_loss_mode: str = "auto",
+        symmetric_edges="auto",
     ):
         super().__init__()
         if embedding_dim % heads != 0:
@@ -107,6 +111,11 @@ class GCAHNG(nn.Module):
         self.diversity_weight, self.classifier_weight = diversity_weight, classifier_weight
         self.node_loss_weight, self.synthetic_loss_mode = node_loss_weight, synthetic_loss_mode
         self.propagation = GraphPropagation(embedding_dim, num_layers, heads, layer, dropout, **(layer_kwargs or {}))
+        if symmetric_edges == "auto":
+            symmetric_edges = edges == "full" and self.propagation.supports_pairs
+        elif symmetric_edges and edges != "full":
+            raise ValueError("symmetric_edges needs edges='full' (a knn graph is not symmetric)")
+        self.symmetric_edges = bool(symmetric_edges)
         self.lambda_head = ChannelWeightHead(embedding_dim, per_channel)
         self.node_head = NodeClassifierHead(embedding_dim, num_classes)
         self.classifier = nn.Linear(embedding_dim, num_classes)
@@ -146,7 +155,8 @@ class GCAHNG(nn.Module):
         """
         self._check(embeddings, labels)
         graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops)
-        node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class)
+        node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class,
+                                                    symmetric=self.symmetric_edges)
         lam = self.lambda_head(edge_states)
         gamma = self.hardness.factor().to(embeddings.device)
         synthetics = synthesize_negatives(embeddings, labels, graph.edge_index, lam.detach() if detach_lambda else lam,

@@ -9,9 +9,13 @@ want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "[gca] setting up $VENV (torch, torch-geometric, ...; a few minutes the first time)" >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+  log="$VENV/install.log"
   # the pinned extra holds the torch/torchvision pins; everything else comes from pyproject.toml
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev,pinned]" >&2
+  if ! "$VENV/bin/python" -m pip install -e "$ROOT[dev,pinned]" >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "[gca] installing the environment failed; the whole log is in $log" >&2
+    exit 1
+  fi
   echo "$want" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

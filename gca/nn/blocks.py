@@ -3,10 +3,16 @@
 Every block has the same interface, ``block(x, edge_index, edge_attr, same_class) -> (x, edge_attr)``,
 which is what the registry in :mod:`gca.nn.registry` builds and what :class:`gca.nn.GraphPropagation`
 stacks.
+
+Blocks whose edge update treats the two end nodes as an unordered pair (both blocks here) also accept
+``pairs=(pair_index, edge_to_pair)``: ``edge_attr`` then holds one state per unordered pair ``[P, D]``
+(``pair_index`` ``[2, P]``), every directed edge reads the state of its pair (``edge_to_pair`` ``[E]``),
+and the edge update runs once per pair instead of once per direction. On a symmetric graph this gives the
+same result with about half of the edge work (METHOD section 7); they say so with ``supports_pairs``.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,8 +23,13 @@ from gca.nn.gca_node_conv import GCANodeConv
 MESSAGE_EDGES = ("negative", "all")
 
 
+Pairs = Tuple[Tensor, Tensor]
+
+
 class GCABlock(nn.Module):
     """The authors' layer: :class:`GCANodeConv` then :class:`GCAEdgeConv`."""
+
+    supports_pairs = True
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0,
                  zero_logit: bool = True, edge_aggr: str = "sum", ffn_ratio: int = 4, fast: bool = True):
@@ -30,9 +41,14 @@ class GCABlock(nn.Module):
         self.node.reset_parameters()
         self.edge.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor) -> Tuple[Tensor, Tensor]:
-        x = self.node(x, edge_index, edge_attr, same_class)
-        return x, self.edge(x, edge_index, edge_attr)
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
+                pairs: Optional[Pairs] = None) -> Tuple[Tensor, Tensor]:
+        if pairs is None:
+            x = self.node(x, edge_index, edge_attr, same_class)
+            return x, self.edge(x, edge_index, edge_attr)
+        pair_index, edge_to_pair = pairs
+        x = self.node(x, edge_index, edge_attr[edge_to_pair], same_class)
+        return x, self.edge(x, pair_index, edge_attr)
 
 
 class PyGConvBlock(nn.Module):
@@ -52,6 +68,8 @@ class PyGConvBlock(nn.Module):
         ffn_ratio: hidden width of the feed-forward blocks in multiples of ``channels``.
     """
 
+    supports_pairs = True
+
     def __init__(self, conv: nn.Module, channels: int, dropout: float = 0.1, message_edges: str = "negative",
                  ffn_ratio: int = 4):
         super().__init__()
@@ -68,15 +86,17 @@ class PyGConvBlock(nn.Module):
         for mod in (self.norm, self.ffn_in, self.ffn_out, self.edge):
             mod.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
+                pairs: Optional[Pairs] = None) -> Tuple[Tensor, Tensor]:
+        directed = edge_attr if pairs is None else edge_attr[pairs[1]]
         if self.message_edges == "negative":
             keep = ~same_class
-            conv_out = self.conv(x, edge_index[:, keep], edge_attr[keep])
+            conv_out = self.conv(x, edge_index[:, keep], directed[keep])
         else:
-            conv_out = self.conv(x, edge_index, edge_attr)
+            conv_out = self.conv(x, edge_index, directed)
         h = self.norm(F.gelu(x + conv_out))
         h = self.norm(F.gelu(h + self.ffn_out(F.gelu(self.ffn_in(h)))))
-        return h, self.edge(h, edge_index, edge_attr)
+        return h, self.edge(h, edge_index if pairs is None else pairs[0], edge_attr)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.conv}, message_edges={self.message_edges!r})"

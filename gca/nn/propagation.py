@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from gca.nn.registry import create_layer
@@ -17,6 +18,11 @@ class GraphPropagation(nn.Module):
 
     With ``num_layers=0`` the output is the projected nodes and the raw correlations (the "local
     correlations only" ablation).
+
+    ``symmetric=True`` (in :meth:`forward`) is for graphs where every edge ``(i -> j)`` has its reverse
+    and ``e_ij = e_ji`` (the full batch graph): edge states are kept once per unordered pair, which
+    halves the edge work and gives the same result (dropout then shares its mask between the two
+    directions). It needs blocks with ``supports_pairs``; see :func:`symmetric_pairs`.
 
     Args:
         channels: embedding width :math:`D`.
@@ -48,12 +54,45 @@ class GraphPropagation(nn.Module):
         for block in self.layers:
             block.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor) -> Tuple[Tensor, Tensor]:
-        h, e = self.input_proj(x), edge_attr
+    @property
+    def supports_pairs(self) -> bool:
+        return all(getattr(block, "supports_pairs", False) for block in self.layers)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
+                symmetric: bool = False) -> Tuple[Tensor, Tensor]:
+        h = self.input_proj(x)
+        if not symmetric or not self.layers:
+            e = edge_attr
+            for block in self.layers:
+                h, e = block(h, edge_index, e, same_class)
+            return h, e
+        if not self.supports_pairs:
+            raise ValueError("symmetric propagation needs blocks that support pairs; "
+                             f"{self.layer_type!r} does not")
+        pair_edge, edge_to_pair = symmetric_pairs(edge_index, x.shape[0])
+        pairs = (edge_index[:, pair_edge], edge_to_pair)
+        e = edge_attr[pair_edge]
         for block in self.layers:
-            h, e = block(h, edge_index, e, same_class)
-        return h, e
+            h, e = block(h, edge_index, e, same_class, pairs=pairs)
+        return h, e[edge_to_pair]
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, num_layers={self.num_layers}, heads={self.heads}, "
                 f"layer={self.layer_type!r})")
+
+
+def symmetric_pairs(edge_index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+    """For a graph holding both directions of every edge: the ids of the edges with ``source <= target``
+    (one per unordered pair, ``[P]``) and, for every edge, the position of its pair among them (``[E]``).
+    """
+    src, dst = edge_index
+    lo, hi = torch.minimum(src, dst), torch.maximum(src, dst)
+    key = lo * num_nodes + hi
+    canonical = src <= dst
+    pair_edge = canonical.nonzero(as_tuple=True)[0]
+    pair_keys, order = torch.sort(key[pair_edge])
+    pair_edge = pair_edge[order]
+    position = torch.searchsorted(pair_keys, key)
+    if position.max() >= pair_keys.numel() or not torch.equal(pair_keys[position.clamp_max(pair_keys.numel() - 1)], key):
+        raise ValueError("symmetric propagation needs the reverse of every edge in the graph")
+    return pair_edge, position

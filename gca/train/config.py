@@ -70,12 +70,15 @@ class GCAConfig:
     classifier_weight: float = 10.0
     node_loss_weight: float = 1.0
     generator: str = "gca"                  # "gca", or "hdml": scalar interpolation, no graph (baseline)
+    symmetric_edges: Any = "auto"           # one edge state per unordered pair on the full graph
 
 
 @dataclass
 class SolverConfig:
     epochs: int = 10
     max_steps: Optional[int] = None         # stop after this many steps in total (a fixed budget)
+    steps_per_epoch: Optional[int] = None   # shorter "epochs" (a random subset of the sampler's batches);
+                                            # the hardness schedules move at every epoch end
     lr: float = 1e-4
     head_lr_ratio: float = 1.0
     gnn_lr: float = 3e-4

@@ -184,7 +184,7 @@ class Trainer:
                 mixing=g.mixing, alpha=g.alpha, beta=g.beta, softmax_factor=g.softmax_factor,
                 hardness_weight=g.hardness_weight, diversity_weight=g.diversity_weight,
                 classifier_weight=g.classifier_weight, node_loss_weight=g.node_loss_weight,
-                metric_loss=self.metric_loss)
+                metric_loss=self.metric_loss, symmetric_edges=g.symmetric_edges)
         self.generator.to(self.device)
 
     def _build_optimisers(self) -> None:
@@ -257,6 +257,16 @@ class Trainer:
         # seed and position), so creating a loader never moves the global RNG and resuming replays exactly.
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
 
+    def _epoch_batches(self) -> list:
+        """This epoch's batches: the sampler's (seeded by seed and epoch), cut to ``solver.steps_per_epoch``."""
+        batches = list(self.sampler)
+        return batches[:self.cfg.solver.steps_per_epoch] if self.cfg.solver.steps_per_epoch else batches
+
+    @property
+    def epoch_length(self) -> int:
+        n = len(self.sampler)
+        return min(n, self.cfg.solver.steps_per_epoch) if self.cfg.solver.steps_per_epoch else n
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -285,10 +295,10 @@ class Trainer:
             skip = self.step_in_epoch
             # the sampler is seeded by (seed, epoch): on a mid-epoch resume, replay its batches from where
             # the checkpoint stopped, without loading (and augmenting) the ones already trained on
-            loader = DataLoader(self.train_set, batch_sampler=list(self.sampler)[skip:],
+            loader = DataLoader(self.train_set, batch_sampler=self._epoch_batches()[skip:],
                                 num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda",
                                 generator=self._loader_generator())
-            total = len(self.sampler) if s.max_steps is None else min(len(self.sampler), s.max_steps - self.step + skip)
+            total = self.epoch_length if s.max_steps is None else min(self.epoch_length, s.max_steps - self.step + skip)
             bar = tqdm(total=total, initial=skip, desc=f"epoch {self.epoch + 1}/{s.epochs}",
                        disable=not self.progress, leave=False)
             for images, labels in loader:
@@ -308,7 +318,7 @@ class Trainer:
                 if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0:
                     self.save_checkpoint()
             bar.close()
-            epoch_done = self.step_in_epoch >= len(self.sampler)
+            epoch_done = self.step_in_epoch >= self.epoch_length
             if not epoch_done:            # the step budget ran out inside the epoch
                 break
             self._end_epoch(sums, count, time.perf_counter() - start)
@@ -316,7 +326,26 @@ class Trainer:
         if self.cfg.plots:
             from gca.train.plots import plot_run
             plot_run(self.run_dir)
+            self.retrieval_picture()
         return result
+
+    @torch.no_grad()
+    def retrieval_picture(self, num_items: int = 600, num_queries: int = 6, k: int = 6) -> Path:
+        """``retrievals.png``: a few test queries and their nearest neighbours among a random subset of
+        the test (query) set, embedded with the current model."""
+        from torch.utils.data import Subset
+
+        from gca.train.plots import plot_retrievals
+        dataset = self.test_sets.get("test", self.test_sets.get("query"))
+        # feature caches keep no pixels: show the images of the same items from the image dataset
+        images_ds = self._dataset("test" if "test" in self.test_sets else "query", False) \
+            if self.cfg.data.features else dataset
+        rng = np.random.default_rng(self.cfg.seed)
+        idx = np.sort(rng.choice(len(dataset), size=min(num_items, len(dataset)), replace=False)).tolist()
+        emb, labels = self.embed(Subset(dataset, idx))
+        images = [images_ds[i][0] for i in idx]
+        return plot_retrievals(images, labels.cpu(), emb.cpu(), self.run_dir / "retrievals.png",
+                               num_queries=num_queries, k=k, seed=self.cfg.seed)
 
     def _end_epoch(self, sums: Dict[str, float], count: int, seconds: float) -> None:
         if self.generator is not None:

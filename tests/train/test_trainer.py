@@ -67,7 +67,7 @@ def test_training_writes_metrics_checkpoints_and_plots(tmp_path):
     result = trainer.fit()
     run = cfg.run_dir
     for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "result.json", "losses.png", "schedules.png",
-                 "recall.png"):
+                 "recall.png", "retrievals.png"):
         assert (run / name).is_file(), name
     kinds = [json.loads(line)["kind"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert kinds.count("epoch") == 3 and kinds.count("val") == 3 and kinds[-1] == "test"

@@ -1,0 +1,206 @@
+"""Does GCA-HNG beat its baselines on real data? Every row trained with the same budget and seeds.
+
+    python benchmarks/quality.py --protocol omniglot-quick            # all rows, 3 seeds (~30 min, 2-core CPU)
+    python benchmarks/quality.py --protocol caltech101-effnet         # frozen EfficientNet-Lite0 features
+    python benchmarks/quality.py --quick                              # a smoke run of a few minutes
+
+Each (method, seed) is one :class:`gca.train.Trainer` run from a packaged config plus overrides; the
+checkpoint is selected on a validation split of the training classes and the test classes (never seen in
+training) are evaluated once. Results are appended to ``quality.json`` after every run (``--resume`` skips
+the runs already there), and ``quality.md`` plus ``quality_recall.png`` are rewritten from it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gca.train import Trainer, load_config  # noqa: E402
+
+METRICS = ("R@1", "R@2", "R@4", "R@8", "MAP@R", "R-Precision")
+
+# name -> (packaged config, overrides, budget description)
+PROTOCOLS: Dict[str, dict] = {
+    "omniglot-quick": dict(
+        config="omniglot",
+        overrides=["solver.epochs=4", "solver.steps_per_epoch=75", "solver.lr_decay_epochs=3", "eval.every_epochs=2"],
+        budget="300 steps (4 epochs of 75 batches of 32 classes x 2), small CNN from scratch, D=64, 2-core CPU"),
+    "omniglot": dict(
+        config="omniglot", overrides=[],
+        budget="4 full epochs (1088 steps of 32 classes x 2), small CNN from scratch, D=64"),
+    "caltech101-effnet": dict(
+        config="caltech101_effnet",
+        overrides=["solver.epochs=10", "solver.steps_per_epoch=40", "solver.lr_decay_epochs=7", "eval.every_epochs=2"],
+        budget="400 steps (10 epochs of 40 batches of 16 classes x 4) on cached ImageNet EfficientNet-Lite0 "
+               "features (frozen backbone), BN+Linear head to D=128"),
+}
+
+# (method label, overrides); the N-pair rows first, then ablations of GCA-HNG, then Proxy-Anchor.
+METHODS: List[tuple] = [
+    ("N-pair", ["gca.enabled=false"]),
+    ("N-pair + HDML interpolation (local, scalar)", ["gca.generator=hdml"]),
+    ("N-pair + GCA-HNG", []),
+    ("GCA-HNG ablation: no propagation (L=0)", ["gca.num_layers=0"]),
+    ("GCA-HNG ablation: one scalar weight per pair", ["gca.per_channel=false"]),
+    ("GCA-HNG ablation: one negative sample per class", ["gca.negatives_per_class=one"]),
+    ("GCA-HNG layer: gatv2", ["gca.layer=gatv2"]),
+    ("GCA-HNG layer: transformer", ["gca.layer=transformer"]),
+    ("GCA-HNG layer: gine", ["gca.layer=gine"]),
+    ("GCA-HNG layer: gen", ["gca.layer=gen"]),
+    ("Proxy-Anchor", ["loss.metric=proxy_anchor", "gca.enabled=false"]),
+    ("Proxy-Anchor + GCA-HNG", ["loss.metric=proxy_anchor"]),
+]
+BASELINE_OF = {"Proxy-Anchor + GCA-HNG": "Proxy-Anchor"}
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:60]
+
+
+def _environment() -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "unset"),
+            "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset")}
+
+
+def run_one(protocol: dict, method_overrides: List[str], seed: int, workdir: Path) -> dict:
+    name = f"{_slug(' '.join(method_overrides) or 'gca')}_s{seed}"
+    cfg = load_config(protocol["config"], protocol["overrides"] + method_overrides +
+                      [f"seed={seed}", f"name={name}", f"output_dir={workdir}", "plots=false"])
+    start = time.perf_counter()
+    result = Trainer(cfg, progress=False).fit()
+    return {"seed": seed, **{m: result[m] for m in METRICS}, "seconds": round(time.perf_counter() - start, 1),
+            "steps": result["steps"], "checkpoint": result["checkpoint"]}
+
+
+def summarise(rows: List[dict]) -> List[dict]:
+    for row in rows:
+        values = {m: np.array([r[m] for r in row["runs"]]) for m in METRICS}
+        row["mean"] = {m: float(v.mean()) for m, v in values.items()}
+        row["std"] = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()}
+    return rows
+
+
+def markdown(rows: List[dict]) -> str:
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        group = [r for r in rows if r["dataset"] == dataset]
+        by_method = {r["method"]: r for r in group}
+        out.append(f"## {dataset}\n\nBudget: {group[0]['budget']}. Seeds: "
+                   f"{sorted({run['seed'] for r in group for run in r['runs']})}. Test classes never seen in training; "
+                   "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %.\n")
+        out.append("| method | " + " | ".join(METRICS) + " | R@1 vs its baseline |")
+        out.append("|---|" + "---:|" * (len(METRICS) + 1))
+        for r in group:
+            cells = [f"{100 * r['mean'][m]:.2f} ± {100 * r['std'][m]:.2f}" for m in METRICS]
+            base_name = BASELINE_OF.get(r["method"], "N-pair")
+            base = by_method.get(base_name)
+            if base is None or base is r:
+                verdict = "(baseline)" if base is r else ""
+            else:
+                diff = 100 * (r["mean"]["R@1"] - base["mean"]["R@1"])
+                noise = 100 * max(r["std"]["R@1"], base["std"]["R@1"])
+                word = "beats" if diff > noise else ("below" if diff < -noise else "within noise of")
+                verdict = f"{diff:+.2f} ({word} {base_name})"
+            out.append(f"| {r['method']} | " + " | ".join(cells) + f" | {verdict} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(rows: List[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(11, 4 * len(datasets)), squeeze=False)
+    ks = [m for m in METRICS if m.startswith("R@")]
+    for ax, dataset in zip(axes[:, 0], datasets):
+        group = [r for r in rows if r["dataset"] == dataset]
+        width = 0.8 / len(group)
+        x = np.arange(len(ks))
+        for i, r in enumerate(group):
+            ax.bar(x + i * width, [100 * r["mean"][k] for k in ks], width, yerr=[100 * r["std"][k] for k in ks],
+                   label=r["method"], capsize=2)
+        ax.set_xticks(x + 0.4 - width / 2)
+        ax.set_xticklabels(ks)
+        lo = min(100 * r["mean"][k] for r in group for k in ks)
+        ax.set_ylim(max(0, lo - 10), 100)
+        ax.set_ylabel("%")
+        ax.set_title(f"{dataset}: Recall@K on unseen classes (mean ± std over seeds)")
+        ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(rows: List[dict], out: Path) -> None:
+    summarise(rows)
+    (out / "quality.json").write_text(json.dumps(rows, indent=1))
+    (out / "quality.md").write_text("# Quality: GCA-HNG against its baselines\n\nWritten by `benchmarks/quality.py`"
+                                    " (see benchmarks/README.md).\n\n" + markdown(rows))
+    plot(rows, out / "quality_recall.png")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", action="append", choices=sorted(PROTOCOLS),
+                        help="data set protocol (repeatable); default omniglot-quick")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", help="substrings selecting method rows (default: all)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "quality")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in quality.json")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 2 methods, 1 seed, 30 steps on Omniglot (a few minutes)")
+    args = parser.parse_args(argv)
+    protocols = args.protocol or ["omniglot-quick"]
+    methods = METHODS
+    if args.methods:
+        methods = [m for m in METHODS if any(s.lower() in m[0].lower() for s in args.methods)]
+    if args.quick:
+        PROTOCOLS["omniglot-smoke"] = dict(
+            config="omniglot", overrides=["solver.epochs=2", "solver.steps_per_epoch=15", "eval.every_epochs=2"],
+            budget="smoke test: 30 steps")
+        protocols, methods, args.seeds = ["omniglot-smoke"], [METHODS[0], METHODS[2]], [0]
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "quality.json"
+    rows: List[dict] = json.loads(path.read_text()) if args.resume and path.is_file() else []
+    env = _environment()
+    total = len(protocols) * len(methods) * len(args.seeds)
+    done = 0
+    for proto_name in protocols:
+        protocol = PROTOCOLS[proto_name]
+        for label, overrides in methods:
+            row = next((r for r in rows if r["dataset"] == proto_name and r["method"] == label), None)
+            if row is None:
+                row = {"dataset": proto_name, "method": label, "budget": protocol["budget"],
+                       "settings": {"config": protocol["config"], "overrides": protocol["overrides"] + overrides},
+                       "environment": env, "runs": []}
+                rows.append(row)
+            for seed in args.seeds:
+                done += 1
+                if any(r["seed"] == seed for r in row["runs"]):
+                    continue
+                print(f"[{done}/{total}] {proto_name} | {label} | seed {seed}", flush=True)
+                run = run_one(protocol, overrides, seed, args.workdir / proto_name)
+                print(f"    R@1 {100 * run['R@1']:.2f}  MAP@R {100 * run['MAP@R']:.2f}  ({run['seconds']} s)", flush=True)
+                row["runs"].append(run)
+                write_outputs([r for r in rows if r["runs"]], args.out)
+    write_outputs([r for r in rows if r["runs"]], args.out)
+    print((args.out / "quality.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
