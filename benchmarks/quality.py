@@ -144,6 +144,59 @@ def plot(rows: List[dict], path: Path) -> None:
     plt.close(fig)
 
 
+@torch.no_grad()
+def plot_projection(run_dir: Path, path: Path, classes: int = 8, per_class: int = 4, seed: int = 0) -> Path:
+    """PCA of one batch of a trained GCA-HNG run: real embeddings and their synthetic negatives, from the
+    trained generator and from HDML's scalar interpolation at the same hardness, coloured by class."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gca.baselines import HDMLInterpolation
+    from gca.data import ClassBalancedBatchSampler
+
+    cfg = load_config(str(run_dir / "config.yaml"), ["plots=false"])
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.resume(), f"no checkpoint in {run_dir}"
+    trainer.model.eval()
+    trainer.generator.eval()
+    ds = trainer.val_sets.get("val", trainer.train_set)
+    batch = next(iter(ClassBalancedBatchSampler(ds.labels, classes, per_class, seed=seed)))
+    images = torch.stack([ds[i][0] for i in batch]).to(trainer.device)
+    labels = torch.as_tensor([int(ds.labels[i]) for i in batch], device=trainer.device)
+    z = trainer.model(images).float()
+    gen = torch.Generator(device=trainer.device).manual_seed(seed)
+    gca_syn = trainer.generator.generate(z, labels, generator=gen).synthetics
+    hdml = HDMLInterpolation(cfg.gca.alpha).to(trainer.device)
+    hdml.hardness.load_state_dict(trainer.generator.hardness.state_dict())
+    hdml_syn = hdml.synthesize(z, labels, generator=gen)
+    points = torch.cat([z, gca_syn.embeddings, hdml_syn.embeddings]).cpu()
+    mean = points.mean(0)
+    _, _, v = torch.pca_lowrank(points - mean, q=2, center=False)
+    project = lambda t: ((t.cpu() - mean) @ v[:, :2]).numpy()  # noqa: E731
+    real = project(z)
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharex=True, sharey=True)
+    gamma = float(trainer.generator.hardness.factor())
+    for ax, (title, syn) in zip(axes, (("GCA-HNG (learned channel weights, all samples mixed)", gca_syn),
+                                        ("HDML interpolation (one scalar, one sample)", hdml_syn))):
+        p = project(syn.embeddings)
+        for c in range(classes):
+            mask = syn.labels.cpu().numpy() == c
+            ax.scatter(p[mask, 0], p[mask, 1], s=9, marker="x", color=colours(c % 10), alpha=0.5)
+            rmask = labels.cpu().numpy() == c
+            ax.scatter(real[rmask, 0], real[rmask, 1], s=60, marker="o", color=colours(c % 10), edgecolor="black")
+        ax.set_title(f"{title}\n(gamma = {gamma:.3f})", fontsize=9)
+    axes[0].set_xlabel("PC 1")
+    axes[0].set_ylabel("PC 2")
+    fig.suptitle(f"One validation batch ({classes} classes x {per_class}): real embeddings (circles) and "
+                 "synthetic negatives (x, coloured by the class they were made from)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_outputs(rows: List[dict], out: Path) -> None:
     summarise(rows)
     (out / "quality.json").write_text(json.dumps(rows, indent=1))
@@ -198,6 +251,9 @@ def main(argv=None) -> int:
                 row["runs"].append(run)
                 write_outputs([r for r in rows if r["runs"]], args.out)
     write_outputs([r for r in rows if r["runs"]], args.out)
+    gca_run = args.workdir / protocols[0] / f"gca_s{args.seeds[0]}"
+    if (gca_run / "last.pt").is_file():
+        print("projection plot:", plot_projection(gca_run, args.out / f"projection_{protocols[0]}.png"))
     print((args.out / "quality.md").read_text())
     return 0
 

@@ -93,11 +93,6 @@ def _eval(args) -> int:
     return 0
 
 
-def _prepare(args) -> int:
-    from gca.data.prepare import main as prepare_main
-    return prepare_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gca", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,14 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides (e.g. data.root=...)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
-    p = sub.add_parser("prepare", help="turn a downloaded archive into the layout the loaders read",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_prepare)
+    # listed for --help; main() hands "gca prepare ..." straight to gca.data.prepare
+    sub.add_parser("prepare", help="turn a downloaded archive into the layout the loaders read "
+                                   "(gca prepare --help for its options)", add_help=False)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["prepare"]:
+        # everything after "prepare" belongs to gca.data.prepare's own parser (options included)
+        from gca.data.prepare import main as prepare_main
+        return prepare_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -106,3 +106,17 @@ def test_baseline_and_hdml_run_in_the_same_loop(tmp_path):
         trainer = Trainer(cfg, progress=False)
         assert trainer.opt_gnn is None
         assert 0 <= trainer.fit()["R@1"] <= 1
+
+
+def test_bf16_autocast_training_on_cpu(tmp_path):
+    cfg = load_config(None, _overrides(tmp_path, "name=bf16", "solver.amp=bf16", "solver.epochs=1", "plots=false"))
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.amp_dtype == torch.bfloat16
+    result = trainer.fit()
+    assert 0 <= result["R@1"] <= 1
+
+
+def test_cli_prepare_lists_datasets(capsys):
+    assert cli_main(["prepare", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "cub200" in out and "inshop" in out
