@@ -4,7 +4,11 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = Path(os.environ.get("GCA_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "omniglot").is_dir(), reason="needs ../shared/data/omniglot")
