@@ -57,7 +57,8 @@ def test_cli_reports_unknown_key_and_missing_root(tmp_path, capsys):
     assert cli_main(["train", "--config", "omniglot", "solver.lrr=1"]) == 2
     assert "unknown config key 'solver.lrr'" in capsys.readouterr().err
     missing = tmp_path / "nowhere"
-    assert cli_main(["train", "--config", "omniglot", f"data.root={missing}", "--no-progress"]) == 2
+    assert cli_main(["train", "--config", "omniglot", f"data.root={missing}", f"output_dir={tmp_path}",
+                     "--no-progress"]) == 2
     assert str(missing) in capsys.readouterr().err
 
 
