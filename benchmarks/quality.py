@@ -97,7 +97,11 @@ def markdown(rows: List[dict]) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         group = [r for r in rows if r["dataset"] == dataset]
         by_method = {r["method"]: r for r in group}
-        out.append(f"## {dataset}\n\nBudget: {group[0]['budget']}. Seeds: "
+        minutes = sum(run["seconds"] for r in group for run in r["runs"]) / 60
+        env = group[0].get("environment", {})
+        out.append(f"## {dataset}\n\nBudget: {group[0]['budget']}. All {sum(len(r['runs']) for r in group)} runs of "
+                   f"this table took {minutes:.0f} minutes in total (torch {env.get('torch')}, "
+                   f"{env.get('threads')} threads). Seeds: "
                    f"{sorted({run['seed'] for r in group for run in r['runs']})}. Test classes never seen in training; "
                    "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %.\n")
         out.append("| method | " + " | ".join(METRICS) + " | R@1 vs its baseline |")
@@ -214,6 +218,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "quality")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in quality.json")
+    parser.add_argument("--report", action="store_true",
+                        help="only rewrite quality.md and the plots from the existing quality.json")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 2 methods, 1 seed, 30 steps on Omniglot (a few minutes)")
     args = parser.parse_args(argv)
@@ -228,6 +234,10 @@ def main(argv=None) -> int:
         protocols, methods, args.seeds = ["omniglot-smoke"], [METHODS[0], METHODS[2]], [0]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "quality.json"
+    if args.report:
+        write_outputs(json.loads(path.read_text()), args.out)
+        print((args.out / "quality.md").read_text())
+        return 0
     rows: List[dict] = json.loads(path.read_text()) if args.resume and path.is_file() else []
     env = _environment()
     total = len(protocols) * len(methods) * len(args.seeds)
