@@ -41,8 +41,8 @@ PROTOCOLS: Dict[str, dict] = {
         budget="4 full epochs (1088 steps of 32 classes x 2), small CNN from scratch, D=64"),
     "caltech101-effnet": dict(
         config="caltech101_effnet",
-        overrides=["solver.epochs=10", "solver.steps_per_epoch=40", "solver.lr_decay_epochs=7", "eval.every_epochs=2"],
-        budget="400 steps (10 epochs of 40 batches of 16 classes x 4) on cached ImageNet EfficientNet-Lite0 "
+        overrides=["solver.epochs=8", "solver.steps_per_epoch=50", "eval.every_epochs=2"],
+        budget="400 steps (8 epochs of 50 batches of 16 classes x 4) on cached ImageNet EfficientNet-Lite0 "
                "features (frozen backbone), BN+Linear head to D=128"),
 }
 

@@ -136,22 +136,20 @@ class Trainer:
     def _build_data(self) -> None:
         d, seed = self.cfg.data, self.cfg.seed
         splits = dataset_splits(d.dataset)
-        train_full = self._dataset("train", train=not d.features)
         train_eval_full = self._dataset("train", train=False)
+        # with a frozen backbone, the whole training split is embedded once (without augmentation) and the
+        # class-disjoint train/validation subsets index into those features
+        train_full = self._features(train_eval_full) if d.features else self._dataset("train", train=True)
+        eval_full = train_full if d.features else train_eval_full
         if d.val_fraction > 0:
             train_idx, val_idx = split_classes(train_full.labels, d.val_fraction, seed)
             train_ds = ClassSubset(train_full, train_idx, split="train_minus_val")
-            self.val_sets = {"val": ClassSubset(train_eval_full, val_idx, split="val")}
+            self.val_sets = {"val": ClassSubset(eval_full, val_idx, split="val")}
         else:
             train_ds, self.val_sets = train_full, {}
-        if "query" in splits:
-            self.test_sets = {"query": self._dataset("query", False), "gallery": self._dataset("gallery", False)}
-        else:
-            self.test_sets = {"test": self._dataset("test", False)}
+        test_splits = ("query", "gallery") if "query" in splits else ("test",)
+        self.test_sets = {name: self._dataset(name, False) for name in test_splits}
         if d.features:
-            train_ds = self._features(ClassSubset(train_eval_full, train_ds.indices, split="train_minus_val")
-                                      if d.val_fraction > 0 else train_eval_full)
-            self.val_sets = {k: self._features(v) for k, v in self.val_sets.items()}
             self.test_sets = {k: self._features(v) for k, v in self.test_sets.items()}
         self.train_set = train_ds
         self.num_train_classes = int(np.asarray(train_ds.labels).max()) + 1

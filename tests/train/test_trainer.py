@@ -121,3 +121,18 @@ def test_cli_prepare_lists_datasets(capsys):
     assert cli_main(["prepare", "--list"]) == 0
     out = capsys.readouterr().out
     assert "cub200" in out and "inshop" in out
+
+
+def test_frozen_backbone_feature_cache_is_computed_once(tmp_path):
+    over = _overrides(tmp_path, "name=feat", "data.features=true", f"data.cache_dir={tmp_path / 'cache'}",
+                      "solver.epochs=1", "plots=true")
+    first = Trainer(load_config(None, over), progress=False)
+    files = sorted((tmp_path / "cache").glob("*.pt"))
+    assert len(files) == 2                       # the whole training split and the test split
+    stamps = [f.stat().st_mtime_ns for f in files]
+    result = first.fit()
+    assert 0 <= result["R@1"] <= 1 and (first.run_dir / "retrievals.png").is_file()
+    # a frozen backbone: only the head (and nothing of the backbone) is trained
+    assert sum(p.numel() for p in first.model.backbone_parameters()) == 0
+    Trainer(load_config(None, over + ["data.val_fraction=0.5"]), progress=False)
+    assert [f.stat().st_mtime_ns for f in sorted((tmp_path / "cache").glob("*.pt"))] == stamps
