@@ -6,6 +6,6 @@ source "$(dirname "$0")/env.sh"
 # large tensor allocations are slow with glibc's default thresholds on this kind of machine
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-4294967296}" MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-4294967296}"
 # OpenMP threads that spin while waiting make every small op many times slower when another process shares the
-# cores (benchmarks/results/cost.md measured 10.7 s against 1.9 s per generator step); PASSIVE costs little alone
+# cores (benchmarks/results/cost.md measured 10.7 s against 1.9 s per generator step); export it as ACTIVE to opt out
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 gca compare --config omniglot "$@"
