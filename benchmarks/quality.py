@@ -103,7 +103,10 @@ def markdown(rows: List[dict]) -> str:
                    f"this table took {minutes:.0f} minutes in total (torch {env.get('torch')}, "
                    f"{env.get('threads')} threads). Seeds: "
                    f"{sorted({run['seed'] for r in group for run in r['runs']})}. Test classes never seen in training; "
-                   "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %.\n")
+                   "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %. The last "
+                   "column is the R@1 difference to the row's baseline paired by seed (mean ± std of the per-seed "
+                   "differences); it says \"beats\" or \"below\" only when the mean difference exceeds that std "
+                   "(a rough rule with three seeds, not a significance test).\n")
         out.append("| method | " + " | ".join(METRICS) + " | R@1 vs its baseline |")
         out.append("|---|" + "---:|" * (len(METRICS) + 1))
         for r in group:
@@ -113,10 +116,15 @@ def markdown(rows: List[dict]) -> str:
             if base is None or base is r:
                 verdict = "(baseline)" if base is r else ""
             else:
-                diff = 100 * (r["mean"]["R@1"] - base["mean"]["R@1"])
-                noise = 100 * max(r["std"]["R@1"], base["std"]["R@1"])
+                # paired by seed: the same seed gives both rows the same validation split, initialisation
+                # and batches, so the per-seed difference carries less noise than the two means
+                base_by_seed = {run["seed"]: run["R@1"] for run in base["runs"]}
+                diffs = np.array([100 * (run["R@1"] - base_by_seed[run["seed"]]) for run in r["runs"]
+                                  if run["seed"] in base_by_seed])
+                diff = float(diffs.mean())
+                noise = float(diffs.std(ddof=1)) if len(diffs) > 1 else float("inf")
                 word = "beats" if diff > noise else ("below" if diff < -noise else "within noise of")
-                verdict = f"{diff:+.2f} ({word} {base_name})"
+                verdict = f"{diff:+.2f} ± {noise:.2f} ({word} {base_name})"
             out.append(f"| {r['method']} | " + " | ".join(cells) + f" | {verdict} |")
         out.append("")
     return "\n".join(out)
@@ -185,11 +193,12 @@ def plot_projection(run_dir: Path, path: Path, classes: int = 8, per_class: int 
     for ax, (title, syn) in zip(axes, (("GCA-HNG (learned channel weights, all samples mixed)", gca_syn),
                                         ("HDML interpolation (one scalar, one sample)", hdml_syn))):
         p = project(syn.embeddings)
-        for c in range(classes):
+        for colour, c in enumerate(labels.unique().tolist()):
             mask = syn.labels.cpu().numpy() == c
-            ax.scatter(p[mask, 0], p[mask, 1], s=9, marker="x", color=colours(c % 10), alpha=0.5)
+            ax.scatter(p[mask, 0], p[mask, 1], s=9, marker="x", color=colours(colour % 10), alpha=0.6)
             rmask = labels.cpu().numpy() == c
-            ax.scatter(real[rmask, 0], real[rmask, 1], s=60, marker="o", color=colours(c % 10), edgecolor="black")
+            ax.scatter(real[rmask, 0], real[rmask, 1], s=60, marker="o", color=colours(colour % 10),
+                       edgecolor="black")
         ax.set_title(f"{title}\n(gamma = {gamma:.3f})", fontsize=9)
     axes[0].set_xlabel("PC 1")
     axes[0].set_ylabel("PC 2")
@@ -235,7 +244,12 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "quality.json"
     if args.report:
-        write_outputs(json.loads(path.read_text()), args.out)
+        rows = json.loads(path.read_text())
+        write_outputs(rows, args.out)
+        for proto_name in dict.fromkeys(r["dataset"] for r in rows):
+            run = args.workdir / proto_name / "gca_s0"
+            if (run / "last.pt").is_file():
+                print("projection plot:", plot_projection(run, args.out / f"projection_{proto_name}.png"))
         print((args.out / "quality.md").read_text())
         return 0
     rows: List[dict] = json.loads(path.read_text()) if args.resume and path.is_file() else []
