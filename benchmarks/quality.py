@@ -143,7 +143,7 @@ def plot(rows: List[dict], path: Path) -> None:
         x = np.arange(len(ks))
         for i, r in enumerate(group):
             ax.bar(x + i * width, [100 * r["mean"][k] for k in ks], width, yerr=[100 * r["std"][k] for k in ks],
-                   label=r["method"], capsize=2)
+                   label=r["method"], capsize=2, color=plt.get_cmap("tab20")(i % 20))
         ax.set_xticks(x + 0.4 - width / 2)
         ax.set_xticklabels(ks)
         lo = min(100 * r["mean"][k] for r in group for k in ks)
