@@ -104,6 +104,7 @@ class EvalConfig:
 class RunConfig:
     name: str = "run"
     seed: int = 0
+    deterministic: bool = False             # torch.use_deterministic_algorithms: bit-reproducible CPU runs
     device: str = "auto"
     output_dir: str = "runs"
     checkpoint_every_steps: int = 0         # also checkpoint inside an epoch (0: at epoch ends only)

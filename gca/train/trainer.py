@@ -92,6 +92,10 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.seed)
+        if cfg.deterministic:
+            # with 2+ threads some CPU backward kernels (scatter/index accumulation) are not bit-reproducible
+            # across processes; the deterministic variants are (warn_only: ops without one still run)
+            torch.use_deterministic_algorithms(True, warn_only=True)
         self.amp_dtype = self._amp_dtype()
         self._build_model()
         self._build_data()
