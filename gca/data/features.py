@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from gca.io import atomic_save
 
 __all__ = ["FeatureDataset", "cached_features", "compute_features", "feature_cache_key", "load_features", "module_fingerprint"]
 
@@ -199,23 +200,6 @@ def load_features(path: str | os.PathLike) -> FeatureDataset:
     return FeatureDataset(blob["features"], blob["labels"], blob.get("class_names"), blob.get("key"), path)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def cached_features(
     backbone: nn.Module,
     dataset: Dataset,
@@ -302,5 +286,5 @@ def cached_features(
         "hash": digest,
         "class_names": list(class_names) if class_names is not None else None,
     }
-    _atomic_save(blob, path)
+    atomic_save(blob, path)
     return FeatureDataset(feats, labs, blob["class_names"], key, path)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 class RunningLossSchedule(nn.Module):
     """Keeps the running mean of a loss over the current epoch and the previous epoch's mean.
 
-    ``update`` accumulates (without a host sync), ``end_epoch`` moves the current mean into
+    ``update`` accumulates finite values (without a host sync), ``end_epoch`` moves the current mean into
     ``previous_mean`` (floored at 1e-6). Before the first ``end_epoch`` the previous mean is 1e6, as in the
     authors' code. Both live in buffers, so they are saved in checkpoints and restored on resume.
     """
@@ -25,8 +25,10 @@ class RunningLossSchedule(nn.Module):
     @torch.no_grad()
     def update(self, value) -> None:
         value = torch.as_tensor(value).detach().to(self.running_sum.device, torch.float64)
-        self.running_sum += value
-        self.running_count += 1
+        # a NaN/inf loss of a skipped step must not poison the epoch mean (and with it every later epoch)
+        finite = torch.isfinite(value)
+        self.running_sum += torch.where(finite, value, torch.zeros_like(value))
+        self.running_count += finite.long()
 
     @torch.no_grad()
     def end_epoch(self) -> None:

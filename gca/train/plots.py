@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import matplotlib
 
@@ -64,23 +64,22 @@ def plot_run(run_dir: Path) -> List[Path]:
     return written
 
 
-def plot_retrievals(images: Sequence[torch.Tensor], labels: torch.Tensor, embeddings: torch.Tensor, path: Path,
-                    num_queries: int = 5, k: int = 5, seed: int = 0) -> Path:
-    """A grid: each row a query image and its ``k`` nearest neighbours (green frame: same class)."""
-    emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
-    rng = np.random.default_rng(seed)
-    queries = rng.choice(len(labels), size=min(num_queries, len(labels)), replace=False)
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.4 * (k + 1), 1.4 * len(queries)), squeeze=False)
-    for row, q in enumerate(queries):
-        sims = emb @ emb[q]
-        sims[q] = -float("inf")
-        nn_idx = sims.topk(k).indices.tolist()
-        for col, idx in enumerate([int(q)] + nn_idx):
-            ax = axes[row][col]
-            ax.imshow(_to_image(images[idx]), cmap="gray")
+def plot_retrievals(rows: Sequence[Tuple[torch.Tensor, Sequence[Tuple[torch.Tensor, bool]]]], path: Path) -> Path:
+    """A grid: each row a query image (black frame) and its nearest neighbours in rank order, framed green
+    when they share the query's class and red otherwise. ``rows`` holds ``(query_image, [(image, same_class),
+    ...])``."""
+    k = max(len(neighbours) for _, neighbours in rows)
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.4 * (k + 1), 1.4 * len(rows)), squeeze=False)
+    for row, (query, neighbours) in enumerate(rows):
+        cells = [(query, "black")] + [(image, "green" if hit else "red") for image, hit in neighbours]
+        for col, ax in enumerate(axes[row]):
             ax.set_xticks([])
             ax.set_yticks([])
-            color = "black" if col == 0 else ("green" if labels[idx] == labels[q] else "red")
+            if col >= len(cells):
+                ax.axis("off")
+                continue
+            image, color = cells[col]
+            ax.imshow(_to_image(image), cmap="gray")
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(3)

@@ -3,6 +3,9 @@
 Phase A  embedding network (+ GNN through J_gce): ``J_m + w_syn J_syn + J_gce``, value-clipped, two steps.
 Phase B  classifier on detached embeddings.
 Phase C  generator: a second GNN pass from detached embeddings, ``J_gen``, one more GNN step.
+
+A phase whose loss is NaN or infinite raises :class:`NonFiniteLossError` before its backward pass: that
+phase and the ones after it change no parameter (the trainer's ``solver.nonfinite`` decides what follows).
 """
 from __future__ import annotations
 
@@ -11,6 +14,16 @@ from typing import Dict
 import torch
 from torch import Tensor
 from torch.nn.utils import clip_grad_value_
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A phase's loss is NaN or infinite; raised before its backward pass, so that phase updates nothing."""
+
+
+def _check_finite(loss: Tensor, phase: str, step: int, logs: Dict[str, float]) -> None:
+    if not torch.isfinite(loss):
+        parts = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+        raise NonFiniteLossError(f"non-finite {phase} loss at step {step + 1} ({parts})")
 
 
 def _clip(params, value) -> None:
@@ -45,8 +58,7 @@ def train_step(trainer, images: Tensor, labels: Tensor) -> Dict[str, float]:
         loss = parts["total"]
         logs.update({k: float(v.detach()) for k, v in parts.items() if k != "total"})
     logs["total"] = loss.item()
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss at step {trainer.step}: {logs}")
+    _check_finite(loss, "metric (phase A)", trainer.step, logs)
     loss.backward()
     _clip(_metric_params(trainer), clip)
     trainer.opt_metric.step()
@@ -58,6 +70,7 @@ def train_step(trainer, images: Tensor, labels: Tensor) -> Dict[str, float]:
     # phase B
     trainer.opt_cls.zero_grad(set_to_none=True)
     cls_loss = gen.classifier_loss(z, labels)
+    _check_finite(cls_loss, "classifier (phase B)", trainer.step, {"classifier": cls_loss.item()})
     cls_loss.backward()
     trainer.opt_cls.step()
     logs["classifier"] = cls_loss.item()
@@ -66,6 +79,7 @@ def train_step(trainer, images: Tensor, labels: Tensor) -> Dict[str, float]:
     trainer.opt_gnn.zero_grad(set_to_none=True)
     with trainer._autocast():
         g = gen.generator_losses(z, labels)
+    _check_finite(g["total"], "generator (phase C)", trainer.step, {"generator": g["total"].item()})
     g["total"].backward()
     _clip(gen.generator_parameters(), clip)
     trainer.opt_gnn.step()

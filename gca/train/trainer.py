@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
 import random
 import time
 from pathlib import Path
@@ -30,8 +28,10 @@ from gca.data.registry import canonical_name
 from gca.evaluation import retrieval_metrics
 from gca.losses import create_metric_loss
 from gca.model import GCAHNG
+from gca.io import atomic_save
+from gca.train.checkpoint import CheckpointError, config_difference, load_checkpoint, rng_state, set_rng_state
 from gca.train.config import RunConfig, save_config
-from gca.train.step import train_step
+from gca.train.step import NonFiniteLossError, train_step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,29 +44,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class _FeatureBackbone(nn.Identity):
@@ -104,6 +81,11 @@ class Trainer:
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.best: Optional[Dict[str, Any]] = None
         self.history: list = []
+        self.epoch_totals = self._new_epoch_totals()
+        self.nonfinite_in_row = 0
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._metrics_lines = len(self.metrics_path.read_text().splitlines()) if self.metrics_path.is_file() else 0
+        self._test_embeddings: Optional[Dict[str, Any]] = None
         save_config(cfg, self.run_dir / "config.yaml")
 
     # ------------------------------------------------------------------------------ building
@@ -208,50 +190,120 @@ class Trainer:
             self.opt_cls = torch.optim.AdamW(self.generator.classifier_parameters(), lr=s.classifier_lr)
 
     # ------------------------------------------------------------------------------ state
+    @staticmethod
+    def _new_epoch_totals() -> Dict[str, Any]:
+        # what the epoch record averages; saved in checkpoints so a resumed epoch reports all its steps
+        return {"sums": {}, "count": 0, "nonfinite": 0, "seconds": 0.0}
+
     def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to resume exactly, as plain data (loads with ``weights_only=True``).
+
+        Where the run stands: ``step_in_epoch < epoch length`` is inside an epoch's steps;
+        ``step_in_epoch == epoch length`` is after the last step with the epoch's end-work (schedules,
+        validation, best-model selection) still to do; ``step_in_epoch == 0`` is after that end-work.
+        ``metrics_lines`` is how many records ``metrics.jsonl`` held, so that a resumed run drops the
+        records of the steps it replays.
+        """
         def sd(obj):
             return None if obj is None else obj.state_dict()
         return {
             "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step,
-            "step_in_epoch": self.step_in_epoch, "best": self.best, "history": self.history,
+            "step_in_epoch": self.step_in_epoch, "epoch_length": self.epoch_length, "best": self.best,
+            "history": self.history, "epoch_totals": self.epoch_totals, "nonfinite_in_row": self.nonfinite_in_row,
+            "metrics_lines": self._metrics_lines,
             "model": self.model.state_dict(), "metric_loss": self.metric_loss.state_dict(),
             "generator": sd(self.generator), "opt_metric": sd(self.opt_metric), "opt_gnn": sd(self.opt_gnn),
             "opt_cls": sd(self.opt_cls), "sched_metric": sd(self.sched_metric), "sched_gnn": sd(self.sched_gnn),
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.metric_loss.load_state_dict(state["metric_loss"])
+    def load_state_dict(self, state: Dict[str, Any], source: str = "the checkpoint") -> None:
+        """Restore :meth:`state_dict`; refuses a state written by a config that shapes the run differently."""
+        difference = config_difference(state["config"], self.cfg.to_dict())
+        if difference:
+            raise CheckpointError(f"checkpoint {source} was written by a different config ({difference}); "
+                                  f"resume with that config or start a new run (another name=)")
         for name in ("generator", "opt_metric", "opt_gnn", "opt_cls", "sched_metric", "sched_gnn"):
-            obj = getattr(self, name)
-            if (obj is None) != (state[name] is None):
-                raise ValueError(f"checkpoint and config disagree about {name!r} (GCA-HNG on/off?)")
-            if obj is not None:
-                obj.load_state_dict(state[name])
+            if (getattr(self, name) is None) != (state.get(name) is None):
+                raise CheckpointError(f"checkpoint {source} and the config disagree about {name!r} (GCA-HNG on/off?)")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.metric_loss.load_state_dict(state["metric_loss"])
+            for name in ("generator", "opt_metric", "opt_gnn", "opt_cls", "sched_metric", "sched_gnn"):
+                if getattr(self, name) is not None:
+                    getattr(self, name).load_state_dict(state[name])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = str(exc).strip().split("\n")[0][:200]
+            raise CheckpointError(f"checkpoint {source} does not fit this run's models: {first}") from None
         self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
         self.best, self.history = state["best"], state["history"]
-        _set_rng_state(state["rng"])
+        self.epoch_totals = state.get("epoch_totals") or self._new_epoch_totals()
+        self.nonfinite_in_row = state.get("nonfinite_in_row", 0)
+        set_rng_state(state["rng"])
+
+    def load_model_weights(self, weights: Dict[str, Any], source: str) -> None:
+        """Load an embedding model's state dict (from ``best.pt``, ``last.pt`` or ``gca eval``)."""
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = str(exc).strip().split("\n")[0][:200]
+            raise CheckpointError(f"checkpoint {source} does not fit the configured model: {first}") from None
 
     def save_checkpoint(self) -> Path:
         path = self.run_dir / "last.pt"
         atomic_save(self.state_dict(), path)
         return path
 
-    def resume(self, path: Optional[Path] = None) -> bool:
-        """Load ``path`` (default ``run_dir/last.pt``); returns whether there was one to load."""
-        path = Path(path) if path is not None else self.run_dir / "last.pt"
-        if not path.is_file():
+    def _save_best(self) -> None:
+        atomic_save({"model": self.model.state_dict(), "config": self.cfg.to_dict(), "epoch": self.epoch,
+                     "step": self.step}, self.run_dir / "best.pt")
+
+    def _best_file_matches(self) -> bool:
+        path = self.run_dir / "best.pt"
+        if self.best is None or not path.is_file():
             return False
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        saved = load_checkpoint(path, required=("model", "epoch"))
+        return saved["epoch"] == self.best["epoch"] and saved.get("step", self.best.get("step")) == self.best.get("step")
+
+    def resume(self, path: Optional[Path] = None) -> bool:
+        """Continue from ``path`` (default ``run_dir/last.pt``); returns whether there was one to load.
+
+        A missing default ``last.pt`` means a fresh start; a missing explicit ``path`` is an error. The run
+        then finishes exactly what the uninterrupted one would: an epoch whose steps were done gets its
+        end-work, ``best.pt`` is rewritten if a kill came between the checkpoint and it, and ``metrics.jsonl``
+        loses the records written after the checkpoint (their steps are replayed).
+        """
+        if path is None:
+            path = self.run_dir / "last.pt"
+            if not path.is_file():
+                return False
+        state = load_checkpoint(path, map_location=self.device,
+                                required=("config", "model", "rng", "epoch", "step", "step_in_epoch"))
+        self.load_state_dict(state, source=str(path))
+        self._truncate_metrics(state.get("metrics_lines"))
+        # best.pt is written right after the checkpoint that records the choice, with the same weights
+        if self.best is not None and self.best["epoch"] == self.epoch and self.step_in_epoch == 0 \
+                and self.best.get("step") == self.step and not self._best_file_matches():
+            self._save_best()
         self._log({"kind": "resume", "epoch": self.epoch, "step": self.step, "from": str(path)})
         return True
 
     # ------------------------------------------------------------------------------ logging
     def _log(self, record: Dict[str, Any]) -> None:
         record = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        self._metrics_lines += 1
+
+    def _truncate_metrics(self, lines: Optional[int]) -> None:
+        if lines is None or not self.metrics_path.is_file():
+            return
+        kept = self.metrics_path.read_text().splitlines()
+        if len(kept) > lines:
+            tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept[:lines]))
+            tmp.replace(self.metrics_path)
+        self._metrics_lines = min(len(kept), lines)
 
     # ------------------------------------------------------------------------------ training
     def _loader_generator(self) -> torch.Generator:
@@ -284,46 +336,16 @@ class Trainer:
 
     def fit(self) -> Dict[str, Any]:
         """Train to the end of the budget (continuing from a resumed state), then test once."""
-        s = self.cfg.solver
-        while self._budget_left():
-            self._set_warmup()
-            self.sampler.set_epoch(self.epoch)
-            self.model.train()
-            if self.generator is not None:
-                self.generator.train()
-            sums: Dict[str, float] = {}
-            count = 0
-            start = time.perf_counter()
-            skip = self.step_in_epoch
-            # the sampler is seeded by (seed, epoch): on a mid-epoch resume, replay its batches from where
-            # the checkpoint stopped, without loading (and augmenting) the ones already trained on
-            loader = DataLoader(self.train_set, batch_sampler=self._epoch_batches()[skip:],
-                                num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda",
-                                generator=self._loader_generator())
-            total = self.epoch_length if s.max_steps is None else min(self.epoch_length, s.max_steps - self.step + skip)
-            bar = tqdm(total=total, initial=skip, desc=f"epoch {self.epoch + 1}/{s.epochs}",
-                       disable=not self.progress, leave=False)
-            for images, labels in loader:
-                if s.max_steps is not None and self.step >= s.max_steps:
+        while True:
+            if self.step_in_epoch < self.epoch_length:
+                if not self._budget_left():
                     break
-                logs = train_step(self, images.to(self.device, non_blocking=True),
-                                  labels.to(self.device, non_blocking=True))
-                self.step += 1
-                self.step_in_epoch += 1
-                count += 1
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("metric", "synthetic", "generator")})
-                if self.step % self.cfg.log_every_steps == 0:
-                    self._log({"kind": "train", "epoch": self.epoch, "step": self.step, **logs})
-                if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0:
-                    self.save_checkpoint()
-            bar.close()
-            epoch_done = self.step_in_epoch >= self.epoch_length
-            if not epoch_done:            # the step budget ran out inside the epoch
+                self._train_steps()
+                if self.step_in_epoch < self.epoch_length:     # the step budget ran out inside the epoch
+                    break
+            self._end_epoch()
+            if not self._budget_left():
                 break
-            self._end_epoch(sums, count, time.perf_counter() - start)
         result = self.test()
         if self.cfg.plots:
             from gca.train.plots import plot_run
@@ -331,32 +353,105 @@ class Trainer:
             self.retrieval_picture()
         return result
 
+    def _train_steps(self) -> None:
+        """The rest of the current epoch's steps (all of them unless resumed mid-epoch or out of budget)."""
+        s = self.cfg.solver
+        self._set_warmup()
+        self.sampler.set_epoch(self.epoch)
+        self.model.train()
+        if self.generator is not None:
+            self.generator.train()
+        totals = self.epoch_totals
+        skip = self.step_in_epoch
+        # the sampler is seeded by (seed, epoch): on a mid-epoch resume, replay its batches from where
+        # the checkpoint stopped, without loading (and augmenting) the ones already trained on
+        loader = DataLoader(self.train_set, batch_sampler=self._epoch_batches()[skip:],
+                            num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+                            generator=self._loader_generator())
+        total = self.epoch_length if s.max_steps is None else min(self.epoch_length, s.max_steps - self.step + skip)
+        bar = tqdm(total=total, initial=skip, desc=f"epoch {self.epoch + 1}/{s.epochs}",
+                   disable=not self.progress, leave=False)
+        last = time.perf_counter()
+        for images, labels in loader:
+            if s.max_steps is not None and self.step >= s.max_steps:
+                break
+            logs = self._one_step(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+            self.step += 1
+            self.step_in_epoch += 1
+            now = time.perf_counter()
+            totals["seconds"] += now - last
+            last = now
+            if logs is not None:
+                totals["count"] += 1
+                for k, v in logs.items():
+                    totals["sums"][k] = totals["sums"].get(k, 0.0) + v
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("metric", "synthetic", "generator")})
+                if self.step % self.cfg.log_every_steps == 0:
+                    self._log({"kind": "train", "epoch": self.epoch, "step": self.step, **logs})
+            bar.update(1)
+            if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0:
+                self.save_checkpoint()
+        bar.close()
+
+    def _one_step(self, images, labels) -> Optional[Dict[str, float]]:
+        """One training step; ``None`` when ``solver.nonfinite="skip"`` skipped it for a NaN/inf loss."""
+        s = self.cfg.solver
+        try:
+            logs = train_step(self, images, labels)
+        except NonFiniteLossError as exc:
+            if s.nonfinite == "raise":
+                raise
+            self.nonfinite_in_row += 1
+            self.epoch_totals["nonfinite"] += 1
+            self._log({"kind": "skipped", "epoch": self.epoch, "step": self.step + 1, "reason": str(exc)})
+            if self.nonfinite_in_row >= s.max_nonfinite_in_row:
+                raise NonFiniteLossError(
+                    f"{self.nonfinite_in_row} non-finite losses in a row up to step {self.step + 1} "
+                    f"(solver.max_nonfinite_in_row={s.max_nonfinite_in_row}); last: {exc}") from None
+            return None
+        self.nonfinite_in_row = 0
+        return logs
+
     @torch.no_grad()
-    def retrieval_picture(self, num_items: int = 600, num_queries: int = 6, k: int = 6) -> Path:
-        """``retrievals.png``: a few test queries and their nearest neighbours among a random subset of
-        the test (query) set, embedded with the current model."""
-        from torch.utils.data import Subset
-
+    def retrieval_picture(self, num_queries: int = 6, k: int = 6) -> Path:
+        """``retrievals.png``: random test queries and their nearest neighbours in the whole test gallery,
+        embedded with the checkpoint the test used (the query itself excluded)."""
         from gca.train.plots import plot_retrievals
-        dataset = self.test_sets.get("test", self.test_sets.get("query"))
-        # feature caches keep no pixels: show the images of the same items from the image dataset
-        images_ds = self._dataset("test" if "test" in self.test_sets else "query", False) \
-            if self.cfg.data.features else dataset
+        if self._test_embeddings is None:
+            self.test_metrics()
+        emb = self._test_embeddings
+        query_split, gallery_split = ("query", "gallery") if "query" in self.test_sets else ("test", "test")
+        # feature caches keep no pixels: show the images of the same items from the image datasets
+        query_images = self._dataset(query_split, False) if self.cfg.data.features else self.test_sets[query_split]
+        gallery_images = query_images if gallery_split == query_split else (
+            self._dataset(gallery_split, False) if self.cfg.data.features else self.test_sets[gallery_split])
+        q, ql = emb["query"], emb["query_labels"]
+        g, gl = emb.get("gallery", q), emb.get("gallery_labels", ql)
+        q, g = torch.nn.functional.normalize(q.float(), dim=1), torch.nn.functional.normalize(g.float(), dim=1)
         rng = np.random.default_rng(self.cfg.seed)
-        idx = np.sort(rng.choice(len(dataset), size=min(num_items, len(dataset)), replace=False)).tolist()
-        emb, labels = self.embed(Subset(dataset, idx))
-        images = [images_ds[i][0] for i in idx]
-        return plot_retrievals(images, labels.cpu(), emb.cpu(), self.run_dir / "retrievals.png",
-                               num_queries=num_queries, k=k, seed=self.cfg.seed)
+        queries = rng.choice(len(ql), size=min(num_queries, len(ql)), replace=False).tolist()
+        rows = []
+        for i in queries:
+            sims = g @ q[i]
+            if gallery_split == query_split:
+                sims[i] = -float("inf")
+            neighbours = sims.topk(min(k, len(sims) - 1)).indices.tolist()
+            rows.append((query_images[i][0], [(gallery_images[j][0], bool(gl[j] == ql[i])) for j in neighbours]))
+        return plot_retrievals(rows, self.run_dir / "retrievals.png")
 
-    def _end_epoch(self, sums: Dict[str, float], count: int, seconds: float) -> None:
+    def _end_epoch(self) -> None:
+        """The epoch's end-work: schedules, the epoch record, validation and model selection, then the
+        checkpoint, then ``best.pt``. A kill anywhere before the checkpoint redoes all of it on resume (each
+        part is a function of the checkpointed state); a kill after it only rewrites ``best.pt``."""
+        totals = self.epoch_totals
         if self.generator is not None:
             self.generator.end_epoch()
         self.sched_metric.step()
         if self.sched_gnn is not None:
             self.sched_gnn.step()
-        record = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "seconds": seconds,
-                  **{k: v / max(count, 1) for k, v in sums.items()}}
+        record = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "seconds": totals["seconds"],
+                  "steps": totals["count"] + totals["nonfinite"], "nonfinite_steps": totals["nonfinite"],
+                  **{k: v / max(totals["count"], 1) for k, v in totals["sums"].items()}}
         if self.generator is not None:
             record["next_gamma"] = float(self.generator.hardness.factor())
             if hasattr(self.generator, "synthetic_weight"):
@@ -364,18 +459,21 @@ class Trainer:
         self._log(record)
         self.epoch += 1
         self.step_in_epoch = 0
+        self.epoch_totals = self._new_epoch_totals()
         e = self.cfg.eval
+        improved = False
         if self.val_sets and (self.epoch % e.every_epochs == 0 or not self._budget_left()):
             metrics = self.evaluate(self.val_sets["val"])
             self._log({"kind": "val", "epoch": self.epoch, "step": self.step, **metrics})
             self.history.append({"epoch": self.epoch, **metrics})
             if self.best is None or metrics[e.select_metric] > self.best[e.select_metric]:
-                self.best = {"epoch": self.epoch, **metrics}
-                atomic_save({"model": self.model.state_dict(), "config": self.cfg.to_dict(), "epoch": self.epoch},
-                            self.run_dir / "best.pt")
+                self.best = {"epoch": self.epoch, "step": self.step, **metrics}
+                improved = True
         if self.epoch in e.test_epochs:
             self._log({"kind": "test_curve", "epoch": self.epoch, "step": self.step, **self.test_metrics()})
         self.save_checkpoint()
+        if improved:
+            self._save_best()
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -394,30 +492,41 @@ class Trainer:
 
     def evaluate(self, dataset, gallery=None) -> Dict[str, float]:
         q, ql = self.embed(dataset)
+        self._last_embeddings = {"query": q, "query_labels": ql}
         if gallery is None:
             return retrieval_metrics(q, ql, ks=self.cfg.eval.ks)
         g, gl = self.embed(gallery)
+        self._last_embeddings.update(gallery=g, gallery_labels=gl)
         return retrieval_metrics(q, ql, g, gl, ks=self.cfg.eval.ks)
 
     def test_metrics(self) -> Dict[str, float]:
         if "query" in self.test_sets:
-            return self.evaluate(self.test_sets["query"], self.test_sets["gallery"])
-        return self.evaluate(self.test_sets["test"])
+            metrics = self.evaluate(self.test_sets["query"], self.test_sets["gallery"])
+        else:
+            metrics = self.evaluate(self.test_sets["test"])
+        self._test_embeddings = self._last_embeddings      # kept for the retrieval picture
+        return metrics
 
     def test(self) -> Dict[str, Any]:
         """Evaluate the test classes once, with the checkpoint selected on validation (or the last one)."""
         selected = "last"
-        best_path = self.run_dir / "best.pt"
         current = None
-        if self.val_sets and best_path.is_file():
+        if self.best is not None:
+            best_path = self.run_dir / "best.pt"
+            saved = load_checkpoint(best_path, map_location=self.device, required=("model", "epoch"))
+            if saved["epoch"] != self.best["epoch"] or saved.get("step", self.best.get("step")) != self.best.get("step"):
+                raise CheckpointError(f"checkpoint {best_path} holds epoch {saved['epoch']}, but the run selected "
+                                      f"epoch {self.best['epoch']} on validation (written by another run?)")
             current = {k: v.clone() for k, v in self.model.state_dict().items()}
-            self.model.load_state_dict(torch.load(best_path, map_location=self.device, weights_only=False)["model"])
-            selected = f"best on validation (epoch {self.best['epoch']})" if self.best else "best on validation"
+            self.load_model_weights(saved["model"], source=str(best_path))
+            selected = f"best on validation (epoch {self.best['epoch']})"
         metrics = self.test_metrics()
         if current is not None:
             self.model.load_state_dict(current)
         result = {"name": self.cfg.name, "checkpoint": selected, "epochs": self.epoch, "steps": self.step,
                   "gca": self.cfg.gca.enabled, **metrics}
         self._log({"kind": "test", **result})
-        (self.run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        tmp = self.run_dir / ".result.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(self.run_dir / "result.json")
         return result

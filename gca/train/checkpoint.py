@@ -1,0 +1,113 @@
+"""Checkpoints: written atomically, read as data only, checked before use.
+
+A checkpoint is a ``torch.save`` file holding plain tensors, numbers, strings, ``None``, lists, tuples and
+dicts (the config as a dict, RNG states as tensors), so it loads with ``torch.load(weights_only=True)``:
+a file that needs anything else to unpickle (a class, a function, ``os.system``) is refused before any of
+it runs. ``gca.io.atomic_save`` makes a power cut leave either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+import numpy as np
+import torch
+
+from gca.io import atomic_save
+
+# config keys that may differ between a checkpoint and the run that resumes it: where files go, how long
+# to train, how often to log and evaluate; everything else shapes the models or the optimisation
+RESUMABLE_CHANGES = ("name", "output_dir", "device", "plots", "log_every_steps", "checkpoint_every_steps",
+                     "solver.epochs", "solver.max_steps", "solver.nonfinite", "solver.max_nonfinite_in_row",
+                     "data.root", "data.cache_dir", "data.num_workers", "eval.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, unsafe, incomplete or from another config."""
+
+
+def load_checkpoint(path, *, map_location="cpu", required: Iterable[str] = ("config", "model")) -> Dict[str, Any]:
+    """Read a checkpoint as data (``weights_only=True``) and check that it holds the ``required`` keys.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: ``path`` is a folder, empty, truncated, not a PyTorch file, needs code to unpickle
+            (a crafted or foreign file), or lacks a required key.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; expected a .pt file such as last.pt or best.pt")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any global it does not know; say which one, in one line
+        detail = str(exc).split("\n")
+        culprit = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0])
+        raise CheckpointError(f"checkpoint {path} holds objects other than tensors, numbers, strings, lists and "
+                              f"dicts ({culprit[:160]}); refusing to unpickle it, as that could run code")
+    except Exception as exc:        # zip reader, EOF, pickle framing: all mean "not a usable file"
+        first = str(exc).strip().split("\n")[0][:160]
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt? "
+                              f"{type(exc).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a gca checkpoint dict")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a gca checkpoint: it has no {missing[0]!r} entry "
+                              f"(keys: {', '.join(sorted(map(str, state))[:8])})")
+    return state
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and not key.endswith("kwargs"):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_difference(saved: Dict[str, Any], current: Dict[str, Any]) -> Optional[str]:
+    """The first config key whose value differs in a way that makes a checkpoint unusable, described."""
+    a, b = _flatten(saved), _flatten(current)
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_CHANGES):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            return f"{key} is {a.get(key, '<absent>')!r} there and {b.get(key, '<absent>')!r} here"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- RNG states
+def rng_state() -> Dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and numbers, loadable with weights_only."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` recorded."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
