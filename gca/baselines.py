@@ -16,6 +16,7 @@ from gca._checks import check_embeddings_and_labels
 from gca.graph import full_edge_index
 from gca.losses.npair import NPairLoss
 from gca.losses.schedules import HardnessSchedule
+from gca.losses.compat import check_metric_loss
 from gca.losses.synthetic import synthetic_metric_loss
 from gca.synthesis import Synthetics, synthesize_negatives
 
@@ -38,6 +39,7 @@ class HDMLInterpolation(nn.Module):
         super().__init__()
         self.synthetic_weight_value = synthetic_weight
         self.metric_loss = metric_loss if metric_loss is not None else NPairLoss()
+        check_metric_loss(self.metric_loss, synthetic_loss_mode)
         self.synthetic_loss_mode = synthetic_loss_mode
         self.hardness = HardnessSchedule(alpha)
 

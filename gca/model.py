@@ -12,6 +12,7 @@ from torch_geometric.data import Data
 from gca._checks import check_embeddings_and_labels, check_label_range
 from gca.graph import build_batch_graph
 from gca.heads import ChannelWeightHead, NodeClassifierHead
+from gca.losses.compat import check_metric_loss
 from gca.losses.generator import diversity_loss, hardness_loss, label_preservation_loss
 from gca.losses.npair import NPairLoss
 from gca.losses.schedules import HardnessSchedule, SyntheticWeightSchedule
@@ -120,6 +121,7 @@ class GCAHNG(nn.Module):
         self.node_head = NodeClassifierHead(embedding_dim, num_classes)
         self.classifier = nn.Linear(embedding_dim, num_classes)
         self.metric_loss = metric_loss if metric_loss is not None else NPairLoss()
+        check_metric_loss(self.metric_loss, synthetic_loss_mode)
         self.hardness = HardnessSchedule(alpha)
         self.synthetic_weight = SyntheticWeightSchedule(beta)
 

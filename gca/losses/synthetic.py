@@ -1,4 +1,4 @@
-"""Metric losses on synthetic negatives: any pytorch-metric-learning loss, or the built-in N-pair."""
+"""Metric losses on synthetic negatives: pytorch-metric-learning losses (see :mod:`gca.losses.compat`) or N-pair."""
 from __future__ import annotations
 
 from typing import Callable, Tuple
@@ -6,9 +6,8 @@ from typing import Callable, Tuple
 import torch
 from torch import Tensor
 
+from gca.losses.compat import SYNTHETIC_LOSS_MODES, is_proxy_loss, synthetic_loss_terms  # noqa: F401 (re-exported)
 from gca.synthesis import Synthetics
-
-SYNTHETIC_LOSS_MODES = ("auto", "pairs", "embeddings")
 
 
 def synthetic_indices(labels: Tensor, synthetics: Synthetics) -> Tuple[Tensor, Tensor, Tensor]:
@@ -26,12 +25,6 @@ def synthetic_indices(labels: Tensor, synthetics: Synthetics) -> Tuple[Tensor, T
     return synthetics.anchor_index[s_idx], pos, b + rows[s_idx]
 
 
-def is_proxy_loss(loss_fn: Callable) -> bool:
-    """pytorch-metric-learning's proxy and classification losses hold their class weights as parameters
-    (``proxies`` or ``W``) and do not accept ``ref_emb``."""
-    return hasattr(loss_fn, "proxies") or hasattr(loss_fn, "W")
-
-
 def synthetic_metric_loss(loss_fn: Callable, embeddings: Tensor, labels: Tensor, synthetics: Synthetics,
                           mode: str = "auto") -> Tensor:
     """Apply a metric loss to the synthetic negatives of a batch.
@@ -40,18 +33,21 @@ def synthetic_metric_loss(loss_fn: Callable, embeddings: Tensor, labels: Tensor,
     with the triplets of :func:`synthetic_indices`, so each anchor meets its positives and its own
     synthetic negatives (N-pair, triplet, multi-similarity, contrastive...). ``mode="embeddings"`` treats
     the synthetics as extra samples labelled with their negative class,
-    ``loss_fn(cat(embeddings, synthetics), cat(labels, synthetic labels))``, which is what proxy losses
-    (Proxy-Anchor, Proxy-NCA, ...) support. ``"auto"`` picks ``"embeddings"`` for proxy losses.
+    ``loss_fn(cat(embeddings, synthetics), cat(labels, synthetic labels))``, which is what proxy and
+    classification losses (Proxy-Anchor, ArcFace, SoftTriple, ...) support. ``"auto"`` picks per loss from
+    the table in :mod:`gca.losses.compat`, which also opens wrappers and refuses losses that cannot work.
     """
-    if mode not in SYNTHETIC_LOSS_MODES:
-        raise ValueError(f"synthetic loss mode must be one of {SYNTHETIC_LOSS_MODES}, got {mode!r}")
-    if mode == "auto":
-        mode = "embeddings" if is_proxy_loss(loss_fn) else "pairs"
-    synth = synthetics.embeddings.to(embeddings.dtype)
+    terms = synthetic_loss_terms(loss_fn, mode)
     if len(synthetics) == 0:
         return 0.0 * embeddings.sum()
-    if mode == "embeddings":
-        return loss_fn(torch.cat([embeddings, synth]), torch.cat([labels, synthetics.labels]))
-    triplets = synthetic_indices(labels, synthetics)
-    return loss_fn(embeddings, labels, indices_tuple=triplets, ref_emb=torch.cat([embeddings, synth]),
-                   ref_labels=torch.cat([labels, synthetics.labels]))
+    synth = synthetics.embeddings.to(embeddings.dtype)
+    ref_emb, ref_labels = torch.cat([embeddings, synth]), torch.cat([labels, synthetics.labels])
+    triplets = synthetic_indices(labels, synthetics) if any(m == "pairs" for _, _, m in terms) else None
+    total = 0.0
+    for weight, fn, term_mode in terms:
+        if term_mode == "embeddings":
+            value = fn(ref_emb, ref_labels)
+        else:
+            value = fn(embeddings, labels, indices_tuple=triplets, ref_emb=ref_emb, ref_labels=ref_labels)
+        total = total + weight * value
+    return total
