@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from gca._checks import check_embeddings_and_labels
+from gca._precision import full_precision
 from gca.graph import full_edge_index
 from gca.losses.npair import NPairLoss
 from gca.losses.schedules import HardnessSchedule
@@ -56,9 +57,11 @@ class HDMLInterpolation(nn.Module):
 
     def metric_losses(self, embeddings: Tensor, labels: Tensor,
                       generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
-        synthetics = self.synthesize(embeddings, labels, generator)
-        j_m = self.metric_loss(embeddings, labels)
-        j_syn = synthetic_metric_loss(self.metric_loss, embeddings, labels, synthetics, self.synthetic_loss_mode)
+        with full_precision(embeddings.device):       # the same precision as the baseline's loss
+            z = embeddings.float()
+            synthetics = self.synthesize(z, labels, generator)
+            j_m = self.metric_loss(z, labels)
+            j_syn = synthetic_metric_loss(self.metric_loss, z, labels, synthetics, self.synthetic_loss_mode)
         if self.training:
             self.hardness.update(j_m)
         weight = torch.tensor(self.synthetic_weight_value, device=embeddings.device)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gca._checks import check_embeddings_and_labels, check_label_range
+from gca._precision import full_precision
 from gca.graph import build_batch_graph
 from gca.heads import ChannelWeightHead, NodeClassifierHead
 from gca.losses.compat import check_metric_loss
@@ -157,13 +158,18 @@ class GCAHNG(nn.Module):
         """
         self._check(embeddings, labels)
         graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops)
+        # the propagation and its heads run in the ambient autocast precision (they are the cost); lambda,
+        # the logits and everything after them in float32, as the baseline's loss
         node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class,
                                                     symmetric=self.symmetric_edges)
-        lam = self.lambda_head(edge_states)
+        lam = self.lambda_head(edge_states).float()
+        node_logits = self.node_head(node_states).float()
         gamma = self.hardness.factor().to(embeddings.device)
-        synthetics = synthesize_negatives(embeddings, labels, graph.edge_index, lam.detach() if detach_lambda else lam,
-                                          gamma, self.mixing, self.negatives_per_class, generator)
-        return Generation(graph, node_states, edge_states, lam, self.node_head(node_states), synthetics, gamma)
+        with full_precision(embeddings.device):
+            synthetics = synthesize_negatives(embeddings.float(), labels, graph.edge_index,
+                                              lam.detach() if detach_lambda else lam, gamma, self.mixing,
+                                              self.negatives_per_class, generator)
+        return Generation(graph, node_states, edge_states, lam, node_logits, synthetics, gamma)
 
     forward = generate
 
@@ -176,9 +182,11 @@ class GCAHNG(nn.Module):
         ``node`` (J_gce) and ``gamma``; in training mode J_m is recorded for the hardness schedule.
         """
         out = self.generate(embeddings, labels, detach_lambda=True, generator=generator)
-        j_m = self.metric_loss(embeddings, labels)
-        j_syn = synthetic_metric_loss(self.metric_loss, embeddings, labels, out.synthetics, self.synthetic_loss_mode)
-        j_gce = F.cross_entropy(out.node_logits, labels)
+        with full_precision(embeddings.device):
+            z = embeddings.float()
+            j_m = self.metric_loss(z, labels)
+            j_syn = synthetic_metric_loss(self.metric_loss, z, labels, out.synthetics, self.synthetic_loss_mode)
+            j_gce = F.cross_entropy(out.node_logits, labels)
         w_syn = self.synthetic_weight.factor().to(embeddings.device)
         if self.training:
             self.hardness.update(j_m)
@@ -189,7 +197,8 @@ class GCAHNG(nn.Module):
     def classifier_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Phase B: ``classifier_weight * CE(classifier(sg(z)), y)``; trains only the classifier."""
         check_label_range(labels, self.num_classes)
-        return self.classifier_weight * F.cross_entropy(self.classifier(embeddings.detach()), labels)
+        with full_precision(embeddings.device):
+            return self.classifier_weight * F.cross_entropy(self.classifier(embeddings.detach().float()), labels)
 
     # ----------------------------------------------------------------------------------- phase C
     def generator_losses(self, embeddings: Tensor, labels: Tensor,
@@ -200,13 +209,14 @@ class GCAHNG(nn.Module):
         ``diversity`` (J_div) and ``num_synthetics``; in training mode J_gen is recorded for the
         synthetic-weight schedule.
         """
-        z = embeddings.detach()
+        z = embeddings.detach().float()
         out = self.generate(z, labels, generator=generator)
-        j_soft = label_preservation_loss(self.classifier, out.synthetics)
-        j_sim = hardness_loss(z, out.synthetics)
-        used = candidate_edges(labels, out.graph.edge_index)
-        j_div = diversity_loss(out.lam[used], out.graph.edge_index[1, used], z.shape[0])
-        j_gen = 0.5 * (self.softmax_factor * j_soft + self.hardness_weight * j_sim + self.diversity_weight * j_div)
+        with full_precision(z.device):
+            j_soft = label_preservation_loss(self.classifier, out.synthetics)
+            j_sim = hardness_loss(z, out.synthetics)
+            used = candidate_edges(labels, out.graph.edge_index)
+            j_div = diversity_loss(out.lam[used], out.graph.edge_index[1, used], z.shape[0])
+            j_gen = 0.5 * (self.softmax_factor * j_soft + self.hardness_weight * j_sim + self.diversity_weight * j_div)
         if self.training:
             self.synthetic_weight.update(j_gen)
         return {"total": j_gen, "label": j_soft, "hardness": j_sim, "diversity": j_div,

@@ -45,7 +45,9 @@ def train_step(trainer, images: Tensor, labels: Tensor) -> Dict[str, float]:
         trainer.opt_gnn.zero_grad(set_to_none=True)
     with trainer._autocast():
         z = trainer.model(images)
-    z = z.float()            # losses and the graph in fp32; the backbone ran under autocast
+    # the backbone (and the GNN, inside metric_losses) run under autocast; every loss is computed in float32,
+    # for the baseline here and for GCA-HNG/HDML inside their modules, so the two compare in one precision
+    z = z.float()
     logs: Dict[str, float] = {}
 
     # phase A
