@@ -1,11 +1,11 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
-import os
-from pathlib import Path
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("GCA_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
@@ -19,10 +19,39 @@ def test_quality_quick_runs_and_writes_rows(tmp_path):
                           cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((out / "quality.json").read_text())
-    assert {r["method"] for r in rows} == {"N-pair", "N-pair + GCA-HNG"}
+    assert [r["method"] for r in rows] == ["N-pair", "N-pair + GCA-HNG"]
+    assert {r["dataset"] for r in rows} == {"omniglot-smoke"}
+    base, gca = rows
+    assert base["settings"]["overrides"][-1] == "gca.enabled=false"
+    assert gca["settings"]["overrides"] == base["settings"]["overrides"][:-1]       # the same budget otherwise
+    metrics = ("R@1", "R@2", "R@4", "R@8", "MAP@R", "R-Precision")
+    for row, run_name, gca_on in ((base, "gca_enabled_false_s0", False), (gca, "gca_s0", True)):
+        (run,) = row["runs"]
+        assert run["seed"] == 0 and run["steps"] == 30                   # 2 epochs of 15 steps
+        assert run["checkpoint"] == "best on validation (epoch 2)"        # validated at epoch 2 only
+        # the table reports what the trainer measured on the test classes
+        run_dir = tmp_path / "runs" / "omniglot-smoke" / run_name
+        result = json.loads((run_dir / "result.json").read_text())
+        assert result["gca"] is gca_on and result["steps"] == 30
+        assert {m: run[m] for m in metrics} == {m: result[m] for m in metrics}
+        # one seed: the mean is that run, the spread zero
+        assert row["mean"] == {m: run[m] for m in metrics} and row["std"] == {m: 0.0 for m in metrics}
+        # recall@k cannot fall as k grows; MAP@R is R-precision weighted by precisions <= 1
+        assert run["R@1"] <= run["R@2"] <= run["R@4"] <= run["R@8"]
+        assert run["MAP@R"] <= run["R-Precision"]
+        # the method switch took effect: only the GCA-HNG run trained a generator
+        epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                  if json.loads(line)["kind"] == "epoch"]
+        assert len(epochs) == 2 and all(("generator" in e) is gca_on for e in epochs)
+    assert gca["runs"][0]["R@1"] != base["runs"][0]["R@1"]
+    # the markdown table: the numbers in %, and the paired difference (one seed: no noise estimate)
+    md = (out / "quality.md").read_text()
     for row in rows:
-        assert {"dataset", "method", "budget", "runs"} <= set(row)
-        for run in row["runs"]:
-            assert run["seed"] == 0 and 0 <= run["R@1"] <= 1 and 0 <= run["MAP@R"] <= 1
-    assert (out / "quality.md").is_file() and (out / "quality_recall.png").is_file()
-    assert (out / "projection_omniglot-smoke.png").is_file()
+        cells = " | ".join(f"{100 * row['mean'][m]:.2f} ± 0.00" for m in metrics)
+        assert f"| {row['method']} | {cells} |" in md
+    diff = 100 * (gca["runs"][0]["R@1"] - base["runs"][0]["R@1"])
+    assert f"| {diff:+.2f} ± inf (within noise of N-pair) |" in md
+    assert "| (baseline) |" in md
+    for name in ("quality_recall.png", "projection_omniglot-smoke.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 500 and image.size[1] > 300
