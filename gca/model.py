@@ -11,6 +11,7 @@ from torch_geometric.data import Data
 
 from gca._checks import check_embeddings_and_labels, check_label_range
 from gca._precision import full_precision
+from gca.diagnostics import generator_diagnostics
 from gca.graph import build_batch_graph
 from gca.heads import ChannelWeightHead, NodeClassifierHead
 from gca.losses.compat import check_metric_loss
@@ -70,6 +71,9 @@ class GCAHNG(nn.Module):
         symmetric_edges: keep one edge state per unordered pair (:class:`gca.nn.GraphPropagation`), which
             halves the edge work on the full graph with the same result; ``"auto"`` uses it whenever the
             graph is full and the layer type supports it.
+        diagnostics: in training mode, :meth:`generator_losses` also returns the ``diag_*`` values of
+            :func:`gca.diagnostics.generator_diagnostics` (how hard, class-preserving and varied the
+            synthetics are).
     """
 
     has_generator = True
@@ -100,6 +104,7 @@ class GCAHNG(nn.Module):
         metric_loss: Optional[Callable] = None,
         synthetic_loss_mode: str = "auto",
         symmetric_edges="auto",
+        diagnostics: bool = True,
     ):
         super().__init__()
         if embedding_dim % heads != 0:
@@ -125,6 +130,7 @@ class GCAHNG(nn.Module):
         check_metric_loss(self.metric_loss, synthetic_loss_mode)
         self.hardness = HardnessSchedule(alpha)
         self.synthetic_weight = SyntheticWeightSchedule(beta)
+        self.diagnostics = diagnostics
 
     # ----------------------------------------------------------------------------------- parameters
     def generator_parameters(self) -> Iterator[nn.Parameter]:
@@ -217,10 +223,14 @@ class GCAHNG(nn.Module):
             used = candidate_edges(labels, out.graph.edge_index)
             j_div = diversity_loss(out.lam[used], out.graph.edge_index[1, used], z.shape[0])
             j_gen = 0.5 * (self.softmax_factor * j_soft + self.hardness_weight * j_sim + self.diversity_weight * j_div)
+        result = {"total": j_gen, "label": j_soft, "hardness": j_sim, "diversity": j_div,
+                  "num_synthetics": torch.tensor(len(out.synthetics))}
         if self.training:
             self.synthetic_weight.update(j_gen)
-        return {"total": j_gen, "label": j_soft, "hardness": j_sim, "diversity": j_div,
-                "num_synthetics": torch.tensor(len(out.synthetics))}
+            if self.diagnostics:
+                diag = generator_diagnostics(z, labels, out.graph.edge_index, out.lam, out.synthetics, self.classifier)
+                result.update({k: torch.tensor(v) for k, v in diag.items()})
+        return result
 
     def end_epoch(self) -> None:
         """Move the epoch means of J_m and J_gen into the schedules (call once per epoch)."""

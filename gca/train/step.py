@@ -87,4 +87,5 @@ def train_step(trainer, images: Tensor, labels: Tensor) -> Dict[str, float]:
     trainer.opt_gnn.step()
     logs.update({"generator": g["total"].item(), "gen_label": g["label"].item(), "gen_hardness": g["hardness"].item(),
                  "gen_diversity": g["diversity"].item()})
+    logs.update({k: float(v) for k, v in g.items() if k.startswith("diag_")})
     return logs
