@@ -31,18 +31,19 @@ class HDMLInterpolation(nn.Module):
             generator loss, which this baseline does not have).
         metric_loss: pytorch-metric-learning-style loss; default :class:`gca.losses.NPairLoss`.
         synthetic_loss_mode: see :func:`gca.losses.synthetic_metric_loss`.
+        schedule_scale: see :class:`gca.losses.schedules.HardnessSchedule`.
     """
 
     has_generator = False
 
     def __init__(self, alpha: float = 4.0, synthetic_weight: float = 1.0, metric_loss: Optional[Callable] = None,
-                 synthetic_loss_mode: str = "auto"):
+                 synthetic_loss_mode: str = "auto", schedule_scale: str = "absolute"):
         super().__init__()
         self.synthetic_weight_value = synthetic_weight
         self.metric_loss = metric_loss if metric_loss is not None else NPairLoss()
         check_metric_loss(self.metric_loss, synthetic_loss_mode)
         self.synthetic_loss_mode = synthetic_loss_mode
-        self.hardness = HardnessSchedule(alpha)
+        self.hardness = HardnessSchedule(alpha, scale=schedule_scale)
 
     def metric_loss_parameters(self):
         return self.metric_loss.parameters() if isinstance(self.metric_loss, nn.Module) else iter(())

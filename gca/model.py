@@ -62,6 +62,9 @@ class GCAHNG(nn.Module):
         negatives_per_class: ``"all"`` or ``"one"`` sample of each negative class per synthetic.
         mixing: mixing of the samples of a class, ``"sequential"``, ``"dirichlet"`` or ``"mean"``.
         alpha, beta: the hardness and synthetic-weight schedules.
+        schedule_scale: ``"absolute"`` (the authors': ``gamma = exp(-alpha / J_m)`` on the loss as it is) or
+            ``"first_epoch"`` (the loss in units of its first epoch's mean, so that alpha and beta mean the
+            same for any metric loss: ``gamma = e^-alpha`` and ``w_syn = 1 - e^-beta`` after epoch 1).
         softmax_factor, hardness_weight, diversity_weight: :math:`F_s`, :math:`w_{dot}`, :math:`w_{div}`.
         classifier_weight: factor of the classifier's cross-entropy (10 in the authors' code).
         node_loss_weight: factor of the node-classification loss in the metric side.
@@ -105,6 +108,7 @@ class GCAHNG(nn.Module):
         synthetic_loss_mode: str = "auto",
         symmetric_edges="auto",
         diagnostics: bool = True,
+        schedule_scale: str = "absolute",
     ):
         super().__init__()
         if embedding_dim % heads != 0:
@@ -128,8 +132,8 @@ class GCAHNG(nn.Module):
         self.classifier = nn.Linear(embedding_dim, num_classes)
         self.metric_loss = metric_loss if metric_loss is not None else NPairLoss()
         check_metric_loss(self.metric_loss, synthetic_loss_mode)
-        self.hardness = HardnessSchedule(alpha)
-        self.synthetic_weight = SyntheticWeightSchedule(beta)
+        self.hardness = HardnessSchedule(alpha, scale=schedule_scale)
+        self.synthetic_weight = SyntheticWeightSchedule(beta, scale=schedule_scale)
         self.diagnostics = diagnostics
 
     # ----------------------------------------------------------------------------------- parameters

@@ -1,10 +1,11 @@
 """Epoch-level schedules from HDML, driven by the previous epoch's mean of a loss (METHOD 2.5)."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
+
+
+SCHEDULE_SCALES = ("absolute", "first_epoch")
 
 
 class RunningLossSchedule(nn.Module):
@@ -15,10 +16,14 @@ class RunningLossSchedule(nn.Module):
     authors' code. Both live in buffers, so they are saved in checkpoints and restored on resume.
     """
 
-    def __init__(self, initial: float = 1e6, floor: float = 1e-6):
+    def __init__(self, initial: float = 1e6, floor: float = 1e-6, scale: str = "absolute"):
         super().__init__()
-        self.floor = floor
+        if scale not in SCHEDULE_SCALES:
+            raise ValueError(f"schedule scale must be one of {SCHEDULE_SCALES}, got {scale!r}")
+        self.floor, self.scale = floor, scale
         self.register_buffer("previous_mean", torch.tensor(float(initial), dtype=torch.float64))
+        # the first epoch's mean (NaN until the first end_epoch): the unit of the loss for scale="first_epoch"
+        self.register_buffer("reference_mean", torch.tensor(float("nan"), dtype=torch.float64))
         self.register_buffer("running_sum", torch.tensor(0.0, dtype=torch.float64))
         self.register_buffer("running_count", torch.tensor(0, dtype=torch.long))
 
@@ -34,34 +39,54 @@ class RunningLossSchedule(nn.Module):
     def end_epoch(self) -> None:
         if int(self.running_count) > 0:
             self.previous_mean.copy_((self.running_sum / self.running_count).clamp_min(self.floor))
+            if torch.isnan(self.reference_mean):
+                self.reference_mean.copy_(self.previous_mean)
         self.running_sum.zero_()
         self.running_count.zero_()
 
+    def loss_in_units(self) -> Tensor:
+        """The previous epoch's mean in the schedule's unit: as it is (``"absolute"``, the authors'), or
+        divided by the first epoch's mean (``"first_epoch"``: 1 after the first epoch, whatever the loss's
+        scale). Before the first epoch ends it is the initial value (1e6), as in the authors' code."""
+        if self.scale == "absolute" or torch.isnan(self.reference_mean):
+            return self.previous_mean
+        return self.previous_mean / self.reference_mean
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before reference_mean existed resume with it unset
+        state_dict.setdefault(prefix + "reference_mean", torch.tensor(float("nan"), dtype=torch.float64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 class HardnessSchedule(RunningLossSchedule):
-    r"""Hardness factor :math:`\gamma = \exp(-\alpha / \bar J_m)`: smaller metric loss, harder negatives."""
+    r"""Hardness factor :math:`\gamma = \exp(-\alpha / \bar J_m)`: smaller metric loss, harder negatives.
 
-    def __init__(self, alpha: float):
-        super().__init__()
+    With ``scale="first_epoch"``, :math:`\bar J_m` is measured in units of the first epoch's mean, so
+    :math:`\gamma = e^{-\alpha}` after the first epoch and falls as the loss falls relative to where it
+    started, for any metric loss; ``"absolute"`` is the authors' form, calibrated for their N-pair loss.
+    """
+
+    def __init__(self, alpha: float, scale: str = "absolute"):
+        super().__init__(scale=scale)
         self.alpha = alpha
 
     def factor(self) -> Tensor:
-        return torch.exp(-self.alpha / self.previous_mean).float()
+        return torch.exp(-self.alpha / self.loss_in_units()).float()
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        return f"alpha={self.alpha}, scale={self.scale!r}"
 
 
 class SyntheticWeightSchedule(RunningLossSchedule):
     r"""Weight of the synthetic loss :math:`w = 1 - \exp(-\beta / \bar J_{gen})`: a better generator gets
-    more weight."""
+    more weight (``scale`` as in :class:`HardnessSchedule`: ``w = 1 - e^{-\beta}`` after the first epoch)."""
 
-    def __init__(self, beta: float):
-        super().__init__()
+    def __init__(self, beta: float, scale: str = "absolute"):
+        super().__init__(scale=scale)
         self.beta = beta
 
     def factor(self) -> Tensor:
-        return (1 - torch.exp(-self.beta / self.previous_mean)).float()
+        return (1 - torch.exp(-self.beta / self.loss_in_units())).float()
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}"
+        return f"beta={self.beta}, scale={self.scale!r}"
