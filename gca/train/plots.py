@@ -21,7 +21,8 @@ def read_metrics(run_dir: Path) -> List[Dict]:
 
 
 def plot_run(run_dir: Path) -> List[Path]:
-    """Write ``losses.png``, ``schedules.png`` and ``recall.png`` into ``run_dir``; returns the paths."""
+    """Write ``losses.png``, ``schedules.png``, ``diagnostics.png`` (GCA-HNG runs) and ``recall.png`` into
+    ``run_dir``; returns the paths."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     written = []
@@ -49,6 +50,9 @@ def plot_run(run_dir: Path) -> List[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         written.append(_save(fig, run_dir / "schedules.png"))
+    diag = [r for r in records if r["kind"] == "epoch" and "diag_cos_synthetic" in r]
+    if diag:
+        written.append(_plot_diagnostics(diag, run_dir / "diagnostics.png"))
     curves = {kind: [r for r in records if r["kind"] == kind] for kind in ("val", "test_curve")}
     if any(curves.values()):
         fig, ax = plt.subplots(figsize=(4.5, 3))
@@ -62,6 +66,33 @@ def plot_run(run_dir: Path) -> List[Path]:
         fig.tight_layout()
         written.append(_save(fig, run_dir / "recall.png"))
     return written
+
+
+def _plot_diagnostics(epochs: List[Dict], path: Path) -> Path:
+    """Three panels over epochs: how hard the synthetics are, how often they keep their label (and how
+    often lambda has nothing to do), and how lambda varies across channels and negatives."""
+    x = [r["epoch"] + 1 for r in epochs]
+    panels = [
+        ("hardness (cosine to the anchor)", [("diag_cos_synthetic", "synthetic"),
+                                             ("diag_cos_hardest_real", "hardest real negative")], None),
+        ("shares", [("diag_harder_than_real", "synthetic harder than every real negative"),
+                    ("diag_label_accuracy", "synthetic keeps its label (classifier)"),
+                    ("diag_unchanged", "candidate unchanged (d- <= d+)")], (-0.02, 1.02)),
+        ("lambda", [("diag_lambda_mean", "mean"), ("diag_lambda_channel_std", "std across channels"),
+                    ("diag_lambda_negative_std", "std across an anchor's negatives")], (-0.02, 1.02)),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.3))
+    for ax, (title, keys, ylim) in zip(axes, panels):
+        for key, label in keys:
+            if key in epochs[0]:
+                ax.plot(x, [r.get(key, np.nan) for r in epochs], marker=".", label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch (mean over its steps)")
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def plot_retrievals(rows: Sequence[Tuple[torch.Tensor, Sequence[Tuple[torch.Tensor, bool]]]], path: Path) -> Path:
