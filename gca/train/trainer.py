@@ -83,6 +83,10 @@ class Trainer:
         self.history: list = []
         self.epoch_totals = self._new_epoch_totals()
         self.nonfinite_in_row = 0
+        # data augmentation in the main process draws from its own torch RNG stream, so that runs with the same
+        # seed see the same augmented batches whatever the model draws (GCA-HNG's init, mixing, dropout):
+        # baseline and method are paired by seed down to the pixels
+        self.data_rng = torch.Generator().manual_seed(cfg.seed + 7_919).get_state()
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._metrics_lines = len(self.metrics_path.read_text().splitlines()) if self.metrics_path.is_file() else 0
         self._test_embeddings: Optional[Dict[str, Any]] = None
@@ -214,7 +218,7 @@ class Trainer:
             "model": self.model.state_dict(), "metric_loss": self.metric_loss.state_dict(),
             "generator": sd(self.generator), "opt_metric": sd(self.opt_metric), "opt_gnn": sd(self.opt_gnn),
             "opt_cls": sd(self.opt_cls), "sched_metric": sd(self.sched_metric), "sched_gnn": sd(self.sched_gnn),
-            "rng": rng_state(),
+            "rng": rng_state(), "data_rng": self.data_rng,
         }
 
     def load_state_dict(self, state: Dict[str, Any], source: str = "the checkpoint") -> None:
@@ -240,6 +244,8 @@ class Trainer:
         self.epoch_totals = state.get("epoch_totals") or self._new_epoch_totals()
         self.nonfinite_in_row = state.get("nonfinite_in_row", 0)
         set_rng_state(state["rng"])
+        if "data_rng" in state:
+            self.data_rng = state["data_rng"].cpu()
 
     def load_model_weights(self, weights: Dict[str, Any], source: str) -> None:
         """Load an embedding model's state dict (from ``best.pt``, ``last.pt`` or ``gca eval``)."""
@@ -372,9 +378,14 @@ class Trainer:
         bar = tqdm(total=total, initial=skip, desc=f"epoch {self.epoch + 1}/{s.epochs}",
                    disable=not self.progress, leave=False)
         last = time.perf_counter()
-        for images, labels in loader:
+        batches = iter(loader)
+        while True:
             if s.max_steps is not None and self.step >= s.max_steps:
                 break
+            batch = self._next_batch(batches)
+            if batch is None:
+                break
+            images, labels = batch
             logs = self._one_step(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
             self.step += 1
             self.step_in_epoch += 1
@@ -392,6 +403,16 @@ class Trainer:
             if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0:
                 self.save_checkpoint()
         bar.close()
+
+    def _next_batch(self, batches):
+        """The next batch, its augmentation drawn from the data RNG stream (``None`` at the end)."""
+        model_rng = torch.get_rng_state()
+        torch.set_rng_state(self.data_rng)
+        try:
+            return next(batches, None)
+        finally:
+            self.data_rng = torch.get_rng_state()
+            torch.set_rng_state(model_rng)
 
     def _one_step(self, images, labels) -> Optional[Dict[str, float]]:
         """One training step; ``None`` when ``solver.nonfinite="skip"`` skipped it for a NaN/inf loss."""

@@ -1,0 +1,43 @@
+"""Runs with one seed are paired down to the pixels: baseline, HDML and GCA-HNG see the same augmented batches."""
+import numpy as np
+import torch
+from PIL import Image
+
+import gca.train.trainer as trainer_module
+from gca.train import Trainer, load_config
+
+
+def _folder(root):
+    rng = np.random.default_rng(0)
+    for c in range(8):
+        folder = root / f"c{c}"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray((rng.random((20, 20)) * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
+
+
+def test_same_seed_same_augmented_batches_whatever_the_model_draws(tmp_path, monkeypatch):
+    _folder(tmp_path / "data")
+    seen = {}
+    real_step = trainer_module.train_step
+
+    def recording_step(trainer, images, labels):
+        seen.setdefault(trainer.cfg.name, []).append((images.clone(), labels.clone()))
+        return real_step(trainer, images, labels)
+    monkeypatch.setattr(trainer_module, "train_step", recording_step)
+    for name, generator in (("baseline", "gca.enabled=false"), ("hdml", "gca.generator=hdml"), ("gca", "gca.enabled=true")):
+        cfg = load_config(None, [
+            f"data.root={tmp_path / 'data'}", "data.dataset=imagefolder", "data.dataset_kwargs={image_mode: L}",
+            "data.transform=omniglot", "data.image_size=16", "data.val_fraction=0", "data.classes_per_batch=2",
+            "data.samples_per_class=2", "model.backbone=omniglot_cnn", "model.embedding_dim=16", "gca.num_layers=1",
+            "gca.heads=2", "solver.epochs=1", "solver.max_steps=3", "plots=false", f"output_dir={tmp_path / 'runs'}",
+            f"name={name}", generator])
+        Trainer(cfg, progress=False).fit()
+    assert len(seen["baseline"]) == 3
+    for step in range(3):
+        base_images, base_labels = seen["baseline"][step]
+        for other in ("hdml", "gca"):
+            assert torch.equal(seen[other][step][1], base_labels)
+            assert torch.equal(seen[other][step][0], base_images), (other, step)
+    # the augmentation is random: the same items in two steps would not look alike (a real transform ran)
+    assert not torch.equal(seen["baseline"][0][0], seen["baseline"][1][0])
