@@ -43,3 +43,54 @@ def check_label_range(labels: Tensor, num_classes: int) -> None:
         raise ValueError(
             f"labels must lie in [0, {num_classes}) for a classifier over {num_classes} training classes; "
             f"got min {int(labels.min())}, max {int(labels.max())}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """``value`` must be one of ``choices`` (names such as ``edges`` or ``mixing``)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+
+
+def check_int(name: str, value, minimum: int = 1) -> None:
+    """``value`` must be an ``int`` (not a bool) and at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_dropout(name: str, value) -> None:
+    """A dropout probability: a number in ``[0, 1)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r} ({type(value).__name__})")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def check_edge_index(edge_index: Tensor, num_nodes: int, device: torch.device) -> None:
+    """A ``[2, E]`` integer tensor on ``device``. Shape and dtype only: a range check would cost a device sync."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+    if edge_index.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"edge_index must be an integer (int64) tensor, got {edge_index.dtype}")
+    if edge_index.device != device:
+        raise ValueError(f"edge_index is on {edge_index.device} but the embeddings on {device}")
+
+
+def check_generator_options(edges: str = "full", k=None, mixing: str = "sequential",
+                            negatives_per_class: str = "all") -> None:
+    """The graph and synthesis options of :class:`gca.GCAHNG`, checked when the model is built."""
+    # imported here: gca.graph and gca.synthesis import this module
+    from gca.graph import EDGE_MODES
+    from gca.synthesis import MIXING_MODES, NEGATIVES_PER_CLASS
+    check_choice("edges", edges, EDGE_MODES)
+    if edges == "knn":
+        if k is None:
+            raise TypeError("edges='knn' needs an integer k (neighbours per node), got None")
+        check_int("k", k, 1)
+    elif k is not None:
+        raise ValueError(f"k ({k!r}) is only used with edges='knn'")
+    check_choice("mixing", mixing, MIXING_MODES)
+    check_choice("negatives_per_class", negatives_per_class, NEGATIVES_PER_CLASS)

@@ -4,6 +4,10 @@
     gca compare --config omniglot                 # baseline and GCA-HNG, same seed and budget
     gca eval --checkpoint runs/omniglot_gca/best.pt
     gca prepare cub200 CUB_200_2011.tgz data/
+
+Bad input (a config key, an override, a data folder, a checkpoint) ends in one line on stderr,
+``gca <command>: error: <message>``, and exit status 2. Set the environment variable ``GCA_DEBUG=1`` to get
+the full traceback instead.
 """
 from __future__ import annotations
 
@@ -73,13 +77,11 @@ def _compare(args) -> int:
 
 
 def _eval(args) -> int:
-    import torch
     from gca.train import Trainer
+    from gca.train.checkpoint import load_checkpoint
     from gca.train.config import _from_dict, RunConfig, _set_override, validate
     _threads()
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise SystemExit(f"{args.checkpoint} is not a gca checkpoint (it has no config/model)")
+    ckpt = load_checkpoint(args.checkpoint, required=("config", "model"))
     tree = ckpt["config"]
     for override in args.overrides:
         _set_override(tree, override)
@@ -87,7 +89,7 @@ def _eval(args) -> int:
     cfg = _from_dict(RunConfig, tree, "")
     validate(cfg)
     trainer = Trainer(cfg, progress=not args.no_progress)
-    trainer.model.load_state_dict(ckpt["model"])
+    trainer.load_model_weights(ckpt["model"], source=args.checkpoint)
     metrics = trainer.test_metrics()
     print(json.dumps(metrics, indent=2))
     return 0
@@ -116,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line."""
+    text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+    text = str(text)
+    if "Original Traceback" in text:
+        # re-raised from a DataLoader worker: the last line is the original "module.Error: message"
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["prepare"]:
@@ -125,8 +139,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"gca {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:
+        if os.environ.get("GCA_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"gca {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from gca._checks import check_embeddings_and_labels
+from gca._checks import check_choice, check_embeddings_and_labels
 
 EDGE_MODES = ("full", "knn")
 
@@ -111,17 +111,16 @@ def build_batch_graph(
         ``edge_attr`` ``[E, D]`` (channel-wise correlation, :func:`channel_correlation`), ``y`` ``[B]`` and
         the boolean ``same_class`` ``[E]``.
     """
+    check_choice("edges", edges, EDGE_MODES)
     check_embeddings_and_labels(embeddings, labels)
     num_nodes = embeddings.shape[0]
-    if edges not in EDGE_MODES:
-        raise ValueError(f"edges must be one of {EDGE_MODES}, got {edges!r}")
     if edges == "full":
         if k is not None:
-            raise ValueError("k is only used with edges='knn'")
+            raise ValueError(f"k ({k!r}) is only used with edges='knn'")
         edge_index = full_edge_index(num_nodes, self_loops, device=embeddings.device)
     else:
         if k is None or isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"edges='knn' needs an integer k, got {k!r}")
+            raise TypeError(f"edges='knn' needs an integer k (neighbours per node), got {k!r}")
         if not 1 <= k <= num_nodes - 1:
             raise ValueError(f"k must be in [1, B-1] = [1, {num_nodes - 1}] for a batch of {num_nodes}, got {k}")
         edge_index = knn_edge_index(embeddings, k, self_loops)

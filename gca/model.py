@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from gca._checks import check_embeddings_and_labels, check_label_range
+from gca._checks import check_embeddings_and_labels, check_generator_options, check_label_range
 from gca._precision import full_precision
 from gca.diagnostics import generator_diagnostics
 from gca.graph import build_batch_graph
@@ -115,6 +115,7 @@ class GCAHNG(nn.Module):
             raise ValueError(f"embedding dimension D={embedding_dim} must be divisible by heads H={heads}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        check_generator_options(edges=edges, k=k, mixing=mixing, negatives_per_class=negatives_per_class)
         self.embedding_dim, self.num_classes = embedding_dim, num_classes
         self.edges, self.k, self.self_loops = edges, k, self_loops
         self.negatives_per_class, self.mixing = negatives_per_class, mixing

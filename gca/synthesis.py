@@ -35,6 +35,8 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from gca._checks import check_choice, check_edge_index
+
 MIXING_MODES = ("sequential", "dirichlet", "mean")
 NEGATIVES_PER_CLASS = ("all", "one")
 
@@ -151,6 +153,39 @@ def candidate_edges(labels: Tensor, edge_index: Tensor) -> Tensor:
     return (labels[edge_index[0]] != labels[edge_index[1]]) & has_positive[edge_index[1]]
 
 
+def _check_synthesis_inputs(embeddings: Tensor, labels: Tensor, edge_index: Tensor, lam: Optional[Tensor],
+                            gamma: Union[float, Tensor]) -> None:
+    # shapes, dtypes and devices only: the callers already checked the values (NaN, label range), and a
+    # data-dependent check here would cost a device sync every step
+    for name, value in (("embeddings", embeddings), ("labels", labels)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if embeddings.dim() != 2:
+        raise ValueError(f"embeddings must have shape [B, D], got {tuple(embeddings.shape)}")
+    if not embeddings.is_floating_point():
+        raise TypeError(f"embeddings must be floating point, got {embeddings.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(f"labels must have shape [B] = [{embeddings.shape[0]}] like the embeddings, "
+                         f"got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    check_edge_index(edge_index, embeddings.shape[0], embeddings.device)
+    if lam is not None:
+        if not isinstance(lam, Tensor):
+            raise TypeError(f"lam must be a torch.Tensor or None, got {type(lam).__name__}")
+        dim = embeddings.shape[1]
+        if lam.dim() != 2 or lam.shape[0] != edge_index.shape[1] or lam.shape[1] not in (1, dim):
+            raise ValueError(f"lam must have shape [E, D] = [{edge_index.shape[1]}, {dim}] or [E, 1], "
+                             f"got {tuple(lam.shape)}")
+    if isinstance(gamma, Tensor):
+        if gamma.numel() != 1:
+            raise ValueError(f"gamma must be a number or a 0-dim tensor, got shape {tuple(gamma.shape)}")
+    elif isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+        raise TypeError(f"gamma must be a number in [0, 1], got {gamma!r}")
+    elif not 0 <= gamma <= 1:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+
+
 def synthesize_negatives(
     embeddings: Tensor,
     labels: Tensor,
@@ -178,12 +213,9 @@ def synthesize_negatives(
             sample per class (the HDML setting and an ablation).
         generator: optional ``torch.Generator`` for the random draws.
     """
-    if mixing not in MIXING_MODES:
-        raise ValueError(f"mixing must be one of {MIXING_MODES}, got {mixing!r}")
-    if negatives_per_class not in NEGATIVES_PER_CLASS:
-        raise ValueError(f"negatives_per_class must be one of {NEGATIVES_PER_CLASS}, got {negatives_per_class!r}")
-    if lam is not None and (lam.dim() != 2 or lam.shape[0] != edge_index.shape[1]):
-        raise ValueError(f"lam must have shape [E, D] or [E, 1] with E={edge_index.shape[1]}, got {tuple(lam.shape)}")
+    check_choice("mixing", mixing, MIXING_MODES)
+    check_choice("negatives_per_class", negatives_per_class, NEGATIVES_PER_CLASS)
+    _check_synthesis_inputs(embeddings, labels, edge_index, lam, gamma)
     work = embeddings if embeddings.dtype in (torch.float32, torch.float64) else embeddings.float()
     d_pos, _ = positive_distance(work, labels)
     cand_edges = candidate_edges(labels, edge_index).nonzero(as_tuple=True)[0]

@@ -9,6 +9,9 @@ from torch import nn
 
 __all__ = ["Backbone", "IMAGENET_MEAN", "IMAGENET_STD"]
 
+# ITU-R 601-2 luma, the weights of PIL's convert("L")
+_LUMA = (0.299, 0.587, 0.114)
+
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -25,6 +28,11 @@ class Backbone(nn.Module):
             ``"omniglot"`` (single-channel character images).
         input_mean, input_std: per-channel normalisation the (pretrained) weights
             expect, or ``None`` when the backbone prescribes none.
+        in_channels: channels of the images the backbone takes (3 for RGB, 1 for
+            grayscale); pass it as ``build_transforms(..., channels=in_channels)``. A
+            batch with 1 channel where 3 are expected (or 3 where 1) is converted in
+            :meth:`match_channels` (grey repeated, or ITU-R 601-2 luma), so grayscale
+            and colour image folders both just work.
         weights_source: human-readable origin of the current weights (``"random"``,
             ``"file:<path>"``, a URL, ...), useful for logging.
         bn_freeze: when ``True`` every BatchNorm layer of the backbone stays in eval
@@ -47,8 +55,10 @@ class Backbone(nn.Module):
         default_transform: str,
         input_mean: Optional[Sequence[float]] = None,
         input_std: Optional[Sequence[float]] = None,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
+        self.in_channels = int(in_channels)
         if default_transform not in _TRANSFORM_KINDS:
             raise ValueError(f"default_transform must be one of {_TRANSFORM_KINDS}, got {default_transform!r}")
         self.num_features = int(num_features)
@@ -59,6 +69,29 @@ class Backbone(nn.Module):
         self.bn_freeze = False
         self.bn_freeze_affine = False
         self._always_frozen: Tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ input channels
+
+    def match_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """Bring an image batch ``[N, C, H, W]`` to :attr:`in_channels` channels.
+
+        Grey (``C = 1``) is repeated for an RGB backbone, RGB (``C = 3``) becomes its luma for a grayscale
+        one; any other mismatch is a ``ValueError`` naming both channel counts.
+        """
+        if x.dim() != 4:
+            raise ValueError(f"{type(self).__name__} takes image batches [N, C, H, W], got shape {tuple(x.shape)}")
+        channels = x.shape[1]
+        if channels == self.in_channels:
+            return x
+        if channels == 1 and self.in_channels == 3:
+            return x.expand(-1, 3, -1, -1)
+        if channels == 3 and self.in_channels == 1:
+            luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            return (x * luma).sum(dim=1, keepdim=True)
+        raise ValueError(
+            f"{type(self).__name__} takes {self.in_channels}-channel images [N, {self.in_channels}, H, W], got "
+            f"{channels} channels (shape {tuple(x.shape)}); build the transform with channels={self.in_channels}"
+        )
 
     # ------------------------------------------------------------------ batch norm freezing
 

@@ -75,6 +75,11 @@ class EmbeddingModel(nn.Module):
         """The backbone's input pipeline kind (``"imagenet"`` / ``"omniglot"``)."""
         return getattr(self.backbone, "default_transform", None)
 
+    @property
+    def in_channels(self) -> Optional[int]:
+        """Channels of the images the backbone takes (``None`` when it does not say)."""
+        return getattr(self.backbone, "in_channels", None)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features ``[N, num_features]`` (before the head)."""
         return self.backbone(x)

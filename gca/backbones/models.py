@@ -23,12 +23,17 @@ __all__ = [
 ]
 
 
+class WeightsUnavailableError(RuntimeError, OSError):
+    """Pretrained weights could not be downloaded; an ``OSError`` too, so the command line reports it in one
+    line."""
+
+
 def _download_error(name: str, where: str, err: BaseException) -> RuntimeError:
-    return RuntimeError(
-        f"could not obtain pretrained weights for backbone {name!r} from {where}: "
-        f"{type(err).__name__}: {err}\n"
-        f"Without network access, download the weights on another machine and pass "
-        f"weights=PATH (a local state-dict file) instead of pretrained=True."
+    reason = " ".join(f"{type(err).__name__}: {err}".split())
+    return WeightsUnavailableError(
+        f"could not obtain pretrained weights for backbone {name!r} from {where} ({reason}); "
+        f"without network access, download the weights on another machine and pass "
+        f"weights=PATH (a local state-dict file, model.weights=PATH in a config) instead of pretrained=True"
     )
 
 
@@ -71,7 +76,7 @@ class OmniglotCNN(Backbone):
         for arg, val in (("in_channels", in_channels), ("channels", channels), ("num_features", num_features), ("num_blocks", num_blocks)):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{arg} must be a positive int, got {val!r}")
-        super().__init__(num_features, "omniglot")
+        super().__init__(num_features, "omniglot", in_channels=in_channels)
         layers: List[nn.Module] = []
         c_in = in_channels
         for i in range(num_blocks):
@@ -90,7 +95,7 @@ class OmniglotCNN(Backbone):
         self.set_bn_freeze(bn_freeze, bn_freeze_affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(2, 3))
+        return self.features(self.match_channels(x)).mean(dim=(2, 3))
 
 
 @register_backbone("omniglot_cnn")
@@ -133,7 +138,7 @@ class ResNet50Backbone(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
-        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        x = m.maxpool(m.relu(m.bn1(m.conv1(self.match_channels(x)))))
         x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
         if self.pooling == "avg":
             return x.mean(dim=(2, 3))
@@ -187,7 +192,7 @@ class GoogLeNetBackbone(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
-        x = m._transform_input(x)
+        x = m._transform_input(self.match_channels(x))
         x = m.maxpool1(m.conv1(x))
         x = m.maxpool2(m.conv3(m.conv2(x)))
         x = m.maxpool3(m.inception3b(m.inception3a(x)))
@@ -256,6 +261,7 @@ class TimmBackbone(Backbone):
             default_transform,
             cfg.get("mean", IMAGENET_MEAN),
             cfg.get("std", IMAGENET_STD),
+            in_channels=timm_kwargs.get("in_chans", 3),
         )
         self.model = model
         self.model_name = model_name
@@ -268,7 +274,7 @@ class TimmBackbone(Backbone):
         self.set_bn_freeze(bn_freeze, bn_freeze_affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(self.match_channels(x))
 
 
 @register_backbone("dino_vits16")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import torch
@@ -118,11 +120,29 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
         except Exception as e:
             raise ValueError(f"could not read safetensors file {path!r}: {e}") from e
     else:
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"weights file {path!r} is empty (0 bytes)")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
+        except pickle.UnpicklingError as e:
+            # torch's message spans many lines; keep the part that says what was refused
+            text = " ".join(str(e).split())
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            if found:
+                raise ValueError(
+                    f"could not read weights file {path!r}: it holds a {found.group(1)} object, not only tensors; "
+                    f"torch.load(weights_only=True) refused it, as unpickling it could run code"
+                ) from e
+            detail = re.search(r"Unsupported \w+ \S+", text)
             raise ValueError(
-                f"could not read weights file {path!r} with torch.load(weights_only=True): {e}"
+                f"could not read weights file {path!r} (not a PyTorch file, or corrupt?"
+                f"{' ' + detail.group(0) if detail else ''})"
+            ) from e
+        except Exception as e:  # zip reader, EOF, pickle framing: the file is truncated or not a torch file
+            first = (str(e).strip().splitlines() or [""])[0]
+            first = first.split(". This is an internal miniz error")[0][:160]
+            raise ValueError(
+                f"could not read weights file {path!r} (truncated or corrupt? {type(e).__name__}: {first})"
             ) from e
     for _ in range(3):  # unwrap nested containers such as {"model": {"state_dict": ...}}
         if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -163,15 +183,15 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or mismatched:
-        parts = [f"weights from {source} do not match {type(model).__name__}:"]
+        parts = []
         if missing:
-            parts.append(f"  missing keys ({len(missing)}): {_fmt(missing)}")
+            parts.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
         if unexpected:
-            parts.append(f"  unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
+            parts.append(f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
         if mismatched:
-            parts.append(f"  shape mismatches ({len(mismatched)}): {_fmt(mismatched)}")
-        parts.append("  (is the file for this backbone / these options?)")
-        raise ValueError("\n".join(parts))
+            parts.append(f"shape mismatches ({len(mismatched)}): {_fmt(mismatched, 3)}")
+        raise ValueError(f"weights from {source} do not match {type(model).__name__}: {'; '.join(parts)} "
+                         f"(is the file for this backbone / these options?)")
     model.load_state_dict(state_dict, strict=True)
 
 

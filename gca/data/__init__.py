@@ -29,7 +29,14 @@ from .features import FeatureDataset, cached_features, compute_features, load_fe
 from .folder import ImageFolderDML
 from .inshop import InShop
 from .omniglot import Omniglot, clear_omniglot_cache
-from .registry import canonical_name, create_dataset, dataset_splits, list_datasets, register_dataset
+from .registry import (
+    UnknownDatasetError,
+    canonical_name,
+    create_dataset,
+    dataset_splits,
+    list_datasets,
+    register_dataset,
+)
 from .root import DATA_ROOT_ENV, resolve_data_root
 from .sampler import ClassBalancedBatchSampler
 from .sop import StanfordOnlineProducts
@@ -64,6 +71,7 @@ __all__ = [
     "dataset_splits",
     "canonical_name",
     "register_dataset",
+    "UnknownDatasetError",
     "resolve_data_root",
     "DATA_ROOT_ENV",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "missing_annotation",
     "read_annotation_lines",
     "check_split",
+    "layout_line",
 ]
 
 #: File extensions recognised as images when scanning folders (lower case).
@@ -103,10 +104,18 @@ def load_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image
 # ---------------------------------------------------------------------- annotations
 
 
+def layout_line(layout: str) -> str:
+    """A multi-line layout description (one entry per line) as one line, entries separated by ``;``.
+
+    Errors stay on one line so that the command line can print them as ``gca train: error: ...``.
+    """
+    return "; ".join(" ".join(line.split()) for line in layout.splitlines() if line.strip())
+
+
 def missing_annotation(path: str | os.PathLike, dataset: str, layout: str) -> FileNotFoundError:
     """Build the error raised when an annotation file is missing."""
     return FileNotFoundError(
-        f"{dataset}: annotation file {os.fspath(path)!r} not found.\nExpected layout:\n{layout}"
+        f"{dataset}: annotation file {os.fspath(path)!r} not found; expected layout: {layout_line(layout)}"
     )
 
 

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .base import layout_line
 from .folder import ImageFolderDML
 from .root import resolve_data_root
 
@@ -74,8 +75,8 @@ class Caltech101(ImageFolderDML):
         cats = _find_categories_dir(data_root)
         if cats is None:
             raise FileNotFoundError(
-                f"Caltech-101: folder {str(data_root / 'caltech101' / '101_ObjectCategories')!r} not found.\n"
-                f"Expected layout:\n{CALTECH_LAYOUT}"
+                f"Caltech-101: folder {str(data_root / 'caltech101' / '101_ObjectCategories')!r} not found; "
+                f"expected layout: {layout_line(CALTECH_LAYOUT)}"
             )
         exclude = tuple(kwargs.pop("exclude", ())) + (() if include_background else (BACKGROUND_CLASS,))
         super().__init__(cats, split, transform, exclude=exclude, **kwargs)

@@ -28,17 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ImageListDataset, annotation_error, check_split, first_existing_dir, missing_annotation
+from .base import ImageListDataset, annotation_error, check_split, first_existing_dir, layout_line, missing_annotation
 from .root import resolve_data_root
 
 __all__ = ["Cars196", "CARS_LAYOUT", "read_cars_annotations"]
 
-CARS_LAYOUT = """\
-  <root>/cars196/cars_annos.mat   (struct array 'annotations' with fields relative_im_path,
-                                   bbox_x1, bbox_y1, bbox_x2, bbox_y2, class, test; cell 'class_names')
-  <root>/cars196/car_ims/000001.jpg ...
-(cars_annos.mat and the extracted car_ims.tgz; prepare with
- `python -m gca.data.prepare cars196 car_ims.tgz cars_annos.mat <root>`)"""
+# one entry per line (errors show them on one line, separated by ";")
+CARS_LAYOUT = "\n".join([
+    "  <root>/cars196/cars_annos.mat   (struct array 'annotations' with fields relative_im_path, bbox_x1, "
+    "bbox_y1, bbox_x2, bbox_y2, class, test, and cell 'class_names')",
+    "  <root>/cars196/car_ims/000001.jpg ...",
+    "(cars_annos.mat and the extracted car_ims.tgz; prepare with "
+    "`python -m gca.data.prepare cars196 car_ims.tgz cars_annos.mat <root>`)",
+])
 
 _DIR_NAMES = ("cars196", "Cars196", "CARS196", "cars", "stanford_cars", "")
 _REQUIRED_FIELDS = ("relative_im_path", "class")
@@ -176,7 +178,8 @@ class Cars196(ImageListDataset):
                 labels.append(index_of[cid])
         if paths and not (base / Path(rel_paths[0]).parent).is_dir():
             raise FileNotFoundError(
-                f"Cars196: image folder {str(base / Path(rel_paths[0]).parent)!r} not found.\nExpected layout:\n{CARS_LAYOUT}"
+                f"Cars196: image folder {str(base / Path(rel_paths[0]).parent)!r} not found; "
+                f"expected layout: {layout_line(CARS_LAYOUT)}"
             )
         self.paths = paths
         self.labels = np.asarray(labels, dtype=np.int64)

@@ -28,6 +28,7 @@ from .base import (
     annotation_error,
     check_split,
     first_existing_dir,
+    layout_line,
     missing_annotation,
     parse_int,
     read_annotation_lines,
@@ -130,7 +131,9 @@ class CUB200(ImageListDataset):
 
         images_dir = base / "images"
         if not images_dir.is_dir():
-            raise FileNotFoundError(f"CUB-200-2011: image folder {str(images_dir)!r} not found.\nExpected layout:\n{CUB_LAYOUT}")
+            raise FileNotFoundError(
+                f"CUB-200-2011: image folder {str(images_dir)!r} not found; expected layout: {layout_line(CUB_LAYOUT)}"
+            )
         paths, labels = [], []
         for iid in sorted(image_path_by_id):
             cid = class_by_image[iid]

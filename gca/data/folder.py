@@ -43,6 +43,11 @@ def scan_image_folder(
         ``allow_empty``) a class folder holds no image file.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(
+            f"Image folder {str(folder)!r} is a file, not a folder. Expected one sub-folder per class: "
+            f"{folder}/<class>/<image>.jpg"
+        )
     if not folder.is_dir():
         raise FileNotFoundError(
             f"Image folder {str(folder)!r} not found. Expected one sub-folder per class: {folder}/<class>/<image>.jpg"
@@ -64,9 +69,12 @@ def scan_image_folder(
         names.append(name)
         files.append([str(folder / name / f) for f in imgs])
     if not names:
+        with os.scandir(folder) as it:
+            loose = sum(1 for e in it if e.is_file() and e.name.lower().endswith(exts))
+        found = f"found {loose} image file(s) directly in it, " if loose else ""
         raise FileNotFoundError(
-            f"Image folder {str(folder)!r} holds no class sub-folders with images. "
-            f"Expected one sub-folder per class: {folder}/<class>/<image>.jpg"
+            f"Image folder {str(folder)!r} holds no class sub-folders with images ({found}"
+            f"{len(class_dirs)} sub-folder(s)). Expected one sub-folder per class: {folder}/<class>/<image>.jpg"
         )
     return names, files
 
@@ -189,6 +197,11 @@ class ImageFolderDML(ImageListDataset):
         self.root = Path(root).expanduser()
         all_names, all_files = scan_image_folder(self.root, extensions, exclude, allow_empty)
         self.all_class_names = all_names
+        if split != "all" and len(all_names) < 2:
+            raise ValueError(
+                f"Image folder {str(self.root)!r} holds {len(all_names)} class folder ({all_names[0]!r}); a "
+                f"class-disjoint {split} split needs at least 2 (one sub-folder per class: {self.root}/<class>/<image>)"
+            )
         keep = split_class_list(all_names, split, train_classes, train_fraction, seed)
         self.class_names = [all_names[i] for i in keep]
         paths, labels = [], []

@@ -39,13 +39,14 @@ from .root import resolve_data_root
 
 __all__ = ["InShop", "INSHOP_LAYOUT", "read_inshop_partition"]
 
-INSHOP_LAYOUT = """\
-  <root>/inshop/Eval/list_eval_partition.txt  (line 1: image count; line 2: header
-                                               'image_name item_id evaluation_status';
-                                               then '<img/...jpg> <item_id> <train|query|gallery>')
-  <root>/inshop/img/<MEN|WOMEN>/<category>/<item_id>/<image>.jpg
-(img.zip extracted next to Eval/; prepare with
- `python -m gca.data.prepare inshop img.zip list_eval_partition.txt <root>`)"""
+# one entry per line (errors show them on one line, separated by ";")
+INSHOP_LAYOUT = "\n".join([
+    "  <root>/inshop/Eval/list_eval_partition.txt  (line 1: image count, line 2: header "
+    "'image_name item_id evaluation_status', then '<img/...jpg> <item_id> <train|query|gallery>')",
+    "  <root>/inshop/img/<MEN|WOMEN>/<category>/<item_id>/<image>.jpg",
+    "(img.zip extracted next to Eval/; prepare with "
+    "`python -m gca.data.prepare inshop img.zip list_eval_partition.txt <root>`)",
+])
 
 _DIR_NAMES = ("inshop", "InShop", "In-Shop", "in-shop", "in_shop", "DeepFashion_InShop", "")
 _PARTITION = Path("Eval") / "list_eval_partition.txt"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .base import DMLDataset, annotation_error, check_split, contiguous_labels, load_image
+from .base import DMLDataset, annotation_error, check_split, contiguous_labels, layout_line, load_image
 from .folder import scan_image_folder
 from .root import resolve_data_root
 
@@ -165,7 +165,7 @@ class Omniglot(DMLDataset):
             wanted = {"auto": "", "npz": " (source='npz')", "folder": " (source='folder')"}[source]
             raise FileNotFoundError(
                 f"Omniglot {split} split ({set_name}) not found under {str(data_root)!r}{wanted}. "
-                f"Put the files here:\n{OMNIGLOT_LAYOUT}"
+                f"Expected {layout_line(OMNIGLOT_LAYOUT)}"
             )
 
         self._images: np.ndarray | None = None

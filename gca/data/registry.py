@@ -19,7 +19,8 @@ from .inshop import InShop
 from .omniglot import Omniglot
 from .sop import StanfordOnlineProducts
 
-__all__ = ["DATASETS", "create_dataset", "list_datasets", "register_dataset", "dataset_splits", "canonical_name"]
+__all__ = ["DATASETS", "UnknownDatasetError", "create_dataset", "list_datasets", "register_dataset", "dataset_splits",
+           "canonical_name"]
 
 #: Canonical name -> dataset class (or factory with the same signature).
 DATASETS: dict[str, Callable] = {
@@ -47,6 +48,14 @@ _ALIASES = {
 }
 
 
+class UnknownDatasetError(KeyError, ValueError):
+    """A dataset name that is not registered: a ``KeyError`` (a failed lookup) and a ``ValueError`` (bad input)."""
+
+    def __str__(self) -> str:
+        # KeyError's own str() would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 def _norm(name: str) -> str:
     return str(name).lower().replace("-", "").replace("_", "").replace(" ", "")
 
@@ -54,7 +63,8 @@ def _norm(name: str) -> str:
 def canonical_name(name: str) -> str:
     """Map a dataset name or alias to its canonical registry name.
 
-    Raises ``KeyError`` listing the known names when it is unknown.
+    Raises :class:`UnknownDatasetError` (a ``KeyError`` and a ``ValueError``) listing the known names when it
+    is unknown.
     """
     n = _norm(name)
     for canon in DATASETS:
@@ -63,7 +73,7 @@ def canonical_name(name: str) -> str:
     for alias, canon in _ALIASES.items():
         if _norm(alias) == n:
             return canon
-    raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+    raise UnknownDatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
 
 
 def list_datasets() -> list[str]:

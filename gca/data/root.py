@@ -28,7 +28,7 @@ DATA_ROOT_ENV = "GCA_DATA_ROOT"
 DEFAULT_RELATIVE_ROOT = Path("..") / "shared" / "data"
 
 _HOW_TO_SET = (
-    f"Pass root=... (or --data-root on the command line), or set the environment "
+    f"Pass root=... (data.root=... on the gca command line), or set the environment "
     f"variable {DATA_ROOT_ENV}=/path/to/data, or place the data at "
     f"{DEFAULT_RELATIVE_ROOT.as_posix()} relative to the repository root."
 )

@@ -36,12 +36,14 @@ from .root import resolve_data_root
 
 __all__ = ["StanfordOnlineProducts", "SOP_LAYOUT"]
 
-SOP_LAYOUT = """\
-  <root>/Stanford_Online_Products/Ebay_train.txt  (header 'image_id class_id super_class_id path',
-  <root>/Stanford_Online_Products/Ebay_test.txt    then '<image_id> <class_id> <super_class_id> <path>')
-  <root>/Stanford_Online_Products/<super_class>_final/<image>.JPG
-(the extracted Stanford_Online_Products.zip; prepare with
- `python -m gca.data.prepare sop Stanford_Online_Products.zip <root>`)"""
+# one entry per line (errors show them on one line, separated by ";")
+SOP_LAYOUT = "\n".join([
+    "  <root>/Stanford_Online_Products/Ebay_train.txt and Ebay_test.txt  (header 'image_id class_id "
+    "super_class_id path', then '<image_id> <class_id> <super_class_id> <path>')",
+    "  <root>/Stanford_Online_Products/<super_class>_final/<image>.JPG",
+    "(the extracted Stanford_Online_Products.zip; prepare with "
+    "`python -m gca.data.prepare sop Stanford_Online_Products.zip <root>`)",
+])
 
 _DIR_NAMES = ("Stanford_Online_Products", "sop", "SOP", "")
 _HEADER = ["image_id", "class_id", "super_class_id", "path"]

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
+from gca._checks import check_dropout, check_int
+
 
 class GCAEdgeConv(MessagePassing):
     r"""Each edge cross-attends to its two end nodes, then a feed-forward block.
@@ -40,6 +42,9 @@ class GCAEdgeConv(MessagePassing):
 
     def __init__(self, channels: int, dropout: float = 0.1, ffn_ratio: int = 4, fast: bool = True):
         super().__init__(node_dim=0)
+        check_int("channels", channels, 1)
+        check_dropout("dropout", dropout)
+        check_int("ffn_ratio", ffn_ratio, 1)
         self.channels, self.dropout, self.ffn_ratio, self.fast = channels, dropout, ffn_ratio, fast
         self.node_proj = nn.Linear(channels, channels)
         self.query = nn.Linear(channels, channels)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
+from gca._checks import check_dropout, check_int
 from gca.nn.functional import masked_edge_softmax
 
 
@@ -51,6 +52,10 @@ class GCANodeConv(MessagePassing):
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.0, zero_logit: bool = True,
                  ffn_ratio: int = 4, edge_aggr: str = "sum"):
         super().__init__(aggr="sum", node_dim=0)
+        check_int("channels", channels, 1)
+        check_int("heads", heads, 1)
+        check_dropout("dropout", dropout)
+        check_int("ffn_ratio", ffn_ratio, 1)
         if channels % heads != 0:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         if edge_aggr not in ("sum", "mean"):

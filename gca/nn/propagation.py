@@ -6,7 +6,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from gca.nn.registry import create_layer
+from gca._checks import check_int
+from gca.nn.registry import check_layer_args, create_layer, list_layers
 
 
 class GraphPropagation(nn.Module):
@@ -40,10 +41,15 @@ class GraphPropagation(nn.Module):
     def __init__(self, channels: int, num_layers: int = 2, heads: int = 4, layer: str = "gca",
                  dropout: float = 0.1, **layer_kwargs):
         super().__init__()
-        if num_layers < 0:
-            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        check_int("num_layers", num_layers, 0)
+        check_int("channels", channels, 1)
+        check_int("heads", heads, 1)
         if channels % heads != 0:
             raise ValueError(f"embedding dimension D={channels} must be divisible by heads H={heads}")
+        # checked here too: with num_layers=0 no layer is built, and a bad name must not pass silently
+        check_layer_args(channels, heads, dropout)
+        if not isinstance(layer, str) or layer not in list_layers():
+            raise ValueError(f"unknown layer type {layer!r}; registered: {', '.join(list_layers())}")
         self.channels, self.num_layers, self.heads, self.layer_type = channels, num_layers, heads, layer
         self.input_proj = nn.Linear(channels, channels)
         self.layers = nn.ModuleList(create_layer(layer, channels, heads, dropout, **layer_kwargs)

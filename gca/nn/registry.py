@@ -18,6 +18,7 @@ from typing import Callable, Dict, List
 from torch import nn
 from torch_geometric.nn import MLP, GATv2Conv, GENConv, GINEConv, TransformerConv
 
+from gca._checks import check_dropout, check_int
 from gca.nn.blocks import GCABlock, PyGConvBlock
 
 LayerBuilder = Callable[..., nn.Module]
@@ -42,12 +43,25 @@ def list_layers() -> List[str]:
 
 
 def create_layer(name: str, channels: int, heads: int = 4, dropout: float = 0.1, **kwargs) -> nn.Module:
-    """Build one propagation block of type ``name`` (see :func:`list_layers`)."""
-    if name not in _LAYERS:
+    """Build one propagation block of type ``name`` (see :func:`list_layers`).
+
+    Raises:
+        ValueError: an unknown ``name``, ``channels`` not divisible by ``heads``, a dropout outside ``[0, 1)``.
+        TypeError: ``channels`` or ``heads`` not an integer.
+    """
+    if not isinstance(name, str) or name not in _LAYERS:
         raise ValueError(f"unknown layer type {name!r}; registered: {', '.join(list_layers())}")
+    check_layer_args(channels, heads, dropout)
+    return _LAYERS[name](channels, heads, dropout, **kwargs)
+
+
+def check_layer_args(channels: int, heads: int, dropout: float) -> None:
+    """The arguments every layer builder gets, checked before any builder runs."""
+    check_int("channels", channels, 1)
+    check_int("heads", heads, 1)
     if channels % heads != 0:
         raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
-    return _LAYERS[name](channels, heads, dropout, **kwargs)
+    check_dropout("dropout", dropout)
 
 
 @register_layer("gca")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
@@ -46,11 +47,14 @@ def load_checkpoint(path, *, map_location="cpu", required: Iterable[str] = ("con
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses any global it does not know; say which one, in one line
-        detail = str(exc).split("\n")
-        culprit = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0])
-        raise CheckpointError(f"checkpoint {path} holds objects other than tensors, numbers, strings, lists and "
-                              f"dicts ({culprit[:160]}); refusing to unpickle it, as that could run code")
+        text = " ".join(str(exc).split())
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:       # a pickle that names a class or function to call: crafted, or written by other code
+            raise CheckpointError(f"checkpoint {path} holds a {found.group(1)} object, not only tensors, numbers, "
+                                  f"strings, lists and dicts; refusing to unpickle it, as that could run code") from None
+        detail = re.search(r"Unsupported \w+ \S+", text)
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint (garbage or corrupt"
+                              f"{': ' + detail.group(0) if detail else ''})") from None
     except Exception as exc:        # zip reader, EOF, pickle framing: all mean "not a usable file"
         first = str(exc).strip().split("\n")[0][:160]
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt? "

@@ -120,7 +120,9 @@ class Trainer:
         if root is None and canonical_name(d.dataset) != "imagefolder":
             root = resolve_data_root(None)
         stats = self.input_stats if self.transform_kind == "imagenet" else {}
-        tf = build_transforms(self.transform_kind, train=train, image_size=d.image_size, **stats)
+        backbone = getattr(self, "feature_backbone", None) or self.model.backbone
+        tf = build_transforms(self.transform_kind, train=train, image_size=d.image_size,
+                              channels=getattr(backbone, "in_channels", None), **stats)
         return create_dataset(d.dataset, root=root, split=split, transform=tf, **d.dataset_kwargs)
 
     def _build_data(self) -> None:
