@@ -17,7 +17,7 @@ from gca._precision import full_precision
 from gca.graph import full_edge_index
 from gca.losses.npair import NPairLoss
 from gca.losses.schedules import HardnessSchedule
-from gca.losses.compat import check_metric_loss
+from gca.losses.compat import resolve_synthetic_gradient
 from gca.losses.synthetic import synthetic_metric_loss
 from gca.synthesis import Synthetics, synthesize_negatives
 
@@ -32,16 +32,18 @@ class HDMLInterpolation(nn.Module):
         metric_loss: pytorch-metric-learning-style loss; default :class:`gca.losses.NPairLoss`.
         synthetic_loss_mode: see :func:`gca.losses.synthetic_metric_loss`.
         schedule_scale: see :class:`gca.losses.schedules.HardnessSchedule`.
+        synthetic_gradient: see :class:`gca.GCAHNG`.
     """
 
     has_generator = False
 
     def __init__(self, alpha: float = 4.0, synthetic_weight: float = 1.0, metric_loss: Optional[Callable] = None,
-                 synthetic_loss_mode: str = "auto", schedule_scale: str = "absolute"):
+                 synthetic_loss_mode: str = "auto", schedule_scale: str = "absolute",
+                 synthetic_gradient: str = "auto"):
         super().__init__()
         self.synthetic_weight_value = synthetic_weight
         self.metric_loss = metric_loss if metric_loss is not None else NPairLoss()
-        check_metric_loss(self.metric_loss, synthetic_loss_mode)
+        self.synthetic_gradient = resolve_synthetic_gradient(self.metric_loss, synthetic_loss_mode, synthetic_gradient)
         self.synthetic_loss_mode = synthetic_loss_mode
         self.hardness = HardnessSchedule(alpha, scale=schedule_scale)
 
@@ -54,7 +56,8 @@ class HDMLInterpolation(nn.Module):
         edge_index = full_edge_index(embeddings.shape[0], self_loops=False, device=embeddings.device)
         gamma = self.hardness.factor().to(embeddings.device)
         return synthesize_negatives(embeddings, labels, edge_index, None, gamma, mixing="mean",
-                                    negatives_per_class="one", generator=generator)
+                                    negatives_per_class="one", generator=generator,
+                                    anchor_gradient=self.synthetic_gradient == "full")
 
     def metric_losses(self, embeddings: Tensor, labels: Tensor,
                       generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:

@@ -14,7 +14,7 @@ from gca._precision import full_precision
 from gca.diagnostics import generator_diagnostics
 from gca.graph import build_batch_graph
 from gca.heads import ChannelWeightHead, NodeClassifierHead
-from gca.losses.compat import check_metric_loss
+from gca.losses.compat import resolve_synthetic_gradient
 from gca.losses.generator import diversity_loss, hardness_loss, label_preservation_loss
 from gca.losses.npair import NPairLoss
 from gca.losses.schedules import HardnessSchedule, SyntheticWeightSchedule
@@ -71,6 +71,10 @@ class GCAHNG(nn.Module):
         metric_loss: any loss callable as ``loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)``
             (pytorch-metric-learning's, for example); default :class:`gca.losses.NPairLoss`.
         synthetic_loss_mode: how ``metric_loss`` sees synthetics (:func:`gca.losses.synthetic_metric_loss`).
+        synthetic_gradient: where J_syn's gradient goes through a synthetic: ``"full"`` (anchor and negatives,
+            the authors'), ``"negatives"`` (the negatives only, see :func:`gca.synthesize_negatives`), or
+            ``"auto"``: ``"negatives"`` when the loss takes synthetics as samples of a class or as negatives of
+            a proxy (proxy and classification losses), ``"full"`` for pair losses.
         symmetric_edges: keep one edge state per unordered pair (:class:`gca.nn.GraphPropagation`), which
             halves the edge work on the full graph with the same result; ``"auto"`` uses it whenever the
             graph is full and the layer type supports it.
@@ -106,6 +110,7 @@ class GCAHNG(nn.Module):
         node_loss_weight: float = 1.0,
         metric_loss: Optional[Callable] = None,
         synthetic_loss_mode: str = "auto",
+        synthetic_gradient: str = "auto",
         symmetric_edges="auto",
         diagnostics: bool = True,
         schedule_scale: str = "absolute",
@@ -132,7 +137,7 @@ class GCAHNG(nn.Module):
         self.node_head = NodeClassifierHead(embedding_dim, num_classes)
         self.classifier = nn.Linear(embedding_dim, num_classes)
         self.metric_loss = metric_loss if metric_loss is not None else NPairLoss()
-        check_metric_loss(self.metric_loss, synthetic_loss_mode)
+        self.synthetic_gradient = resolve_synthetic_gradient(self.metric_loss, synthetic_loss_mode, synthetic_gradient)
         self.hardness = HardnessSchedule(alpha, scale=schedule_scale)
         self.synthetic_weight = SyntheticWeightSchedule(beta, scale=schedule_scale)
         self.diagnostics = diagnostics
@@ -161,7 +166,7 @@ class GCAHNG(nn.Module):
         check_label_range(labels, self.num_classes)
 
     def generate(self, embeddings: Tensor, labels: Tensor, *, detach_lambda: bool = False,
-                 generator: Optional[torch.Generator] = None) -> Generation:
+                 generator: Optional[torch.Generator] = None, anchor_gradient: bool = True) -> Generation:
         """Build the batch graph, propagate, read the heads and synthesise negatives.
 
         Gradients reach ``embeddings`` through the graph and the synthesis unless the caller detaches
@@ -179,7 +184,7 @@ class GCAHNG(nn.Module):
         with full_precision(embeddings.device):
             synthetics = synthesize_negatives(embeddings.float(), labels, graph.edge_index,
                                               lam.detach() if detach_lambda else lam, gamma, self.mixing,
-                                              self.negatives_per_class, generator)
+                                              self.negatives_per_class, generator, anchor_gradient)
         return Generation(graph, node_states, edge_states, lam, node_logits, synthetics, gamma)
 
     forward = generate
@@ -192,7 +197,8 @@ class GCAHNG(nn.Module):
         Returns a dict with ``total``, ``metric`` (J_m), ``synthetic`` (J_syn), ``synthetic_weight``,
         ``node`` (J_gce) and ``gamma``; in training mode J_m is recorded for the hardness schedule.
         """
-        out = self.generate(embeddings, labels, detach_lambda=True, generator=generator)
+        out = self.generate(embeddings, labels, detach_lambda=True, generator=generator,
+                            anchor_gradient=self.synthetic_gradient == "full")
         with full_precision(embeddings.device):
             z = embeddings.float()
             j_m = self.metric_loss(z, labels)

@@ -83,8 +83,13 @@ def _positive_pairs(labels: Tensor) -> Tuple[Tuple[Tensor, Tensor], Tensor]:
 
 
 def hardness_interpolation(anchors: Tensor, negatives: Tensor, d_pos: Tensor,
-                           gamma: Union[float, Tensor], lam: Optional[Tensor] = None) -> Tensor:
+                           gamma: Union[float, Tensor], lam: Optional[Tensor] = None,
+                           anchor_gradient: bool = True) -> Tensor:
     """Move each negative towards its anchor per channel; negatives already harder stay put.
+
+    With ``anchor_gradient=False`` the result is ``sg(a) + sg(r) * (n - sg(a))``: the same values, but a loss
+    on it sends gradient only to the negatives ``n`` (``r`` per channel), none to the anchors (see
+    :func:`synthesize_negatives`).
 
     Shapes:
         anchors, negatives ``[M, D]``, d_pos ``[M]``, lam ``[M, D]``, ``[M, 1]`` or ``None`` (= 1)
@@ -93,6 +98,8 @@ def hardness_interpolation(anchors: Tensor, negatives: Tensor, d_pos: Tensor,
     d_neg = _distance(anchors, negatives)
     scale = gamma if lam is None else gamma * lam
     ratio = (d_pos.unsqueeze(-1) + (d_neg - d_pos).unsqueeze(-1) * scale) / d_neg.unsqueeze(-1)
+    if not anchor_gradient:
+        anchors, ratio = anchors.detach(), ratio.detach()
     moved = anchors + ratio * (negatives - anchors)
     return torch.where((d_neg > d_pos).unsqueeze(-1), moved, negatives)
 
@@ -195,6 +202,7 @@ def synthesize_negatives(
     mixing: str = "sequential",
     negatives_per_class: str = "all",
     generator: Optional[torch.Generator] = None,
+    anchor_gradient: bool = True,
 ) -> Synthetics:
     """One synthetic negative per (anchor, negative class) from the anchor's graph neighbours.
 
@@ -212,6 +220,12 @@ def synthesize_negatives(
         negatives_per_class: ``"all"`` mixes every sample of a negative class; ``"one"`` uses one random
             sample per class (the HDML setting and an ablation).
         generator: optional ``torch.Generator`` for the random draws.
+        anchor_gradient: ``True`` (the authors'): gradients of a loss on the synthetics reach the anchor
+            (through its share of the mixture, ``d+`` and ``d-``) and the negatives. ``False``: only the
+            negatives, through their share (``r`` per channel). A proxy loss that takes a synthetic as a sample
+            of its negative class would otherwise pull the anchor, which makes up most of a hard synthetic,
+            towards that class's proxy; routed, the same loss pushes the negatives away from the anchor's
+            class, which is what a hard negative is for.
     """
     check_choice("mixing", mixing, MIXING_MODES)
     check_choice("negatives_per_class", negatives_per_class, NEGATIVES_PER_CLASS)
@@ -227,7 +241,7 @@ def synthesize_negatives(
         keep = pick_one_per_group(group, generator)
         cand_edges, anchor, negative, group = cand_edges[keep], anchor[keep], negative[keep], group[keep]
     lam_c = None if lam is None else lam[cand_edges].to(work.dtype)
-    candidates = hardness_interpolation(work[anchor], work[negative], d_pos[anchor], gamma, lam_c)
+    candidates = hardness_interpolation(work[anchor], work[negative], d_pos[anchor], gamma, lam_c, anchor_gradient)
     weights = mixing_weights(group, keys.numel(), mixing, generator, work.dtype)
     synthetic = scatter(weights.unsqueeze(-1) * candidates, group, dim=0, dim_size=keys.numel(), reduce="sum")
     return Synthetics(embeddings=synthetic, labels=class_ids[keys % num_cls], anchor_index=keys // num_cls)

@@ -43,6 +43,11 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         chunks of classes with at least ``K`` items are dropped (a few items
         may be skipped in an epoch); classes with fewer than ``K`` items still
         contribute one chunk.
+    class_sampling:
+        ``"coverage"`` (default): the epoch construction below, which shows every item once per epoch, so a
+        class appears in proportion to its size.  ``"uniform"``: as the authors' code, each batch draws its
+        ``C`` classes uniformly at random (without replacement within the batch) and ``K`` random items of
+        each, whatever the class sizes; an epoch has the same number of batches but need not show every item.
     num_batches:
         Fixed number of batches per epoch.  Must be at least the minimum needed
         to cover the data (``len`` of a sampler built without it); the extra
@@ -77,6 +82,7 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         drop_last: bool = False,
         num_batches: int | None = None,
+        class_sampling: str = "coverage",
     ) -> None:
         if isinstance(labels, torch.Tensor):
             labels = labels.detach().cpu().numpy()
@@ -93,6 +99,9 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             )
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
+        if class_sampling not in ("coverage", "uniform"):
+            raise ValueError(f"class_sampling must be 'coverage' or 'uniform', got {class_sampling!r}")
+        self.class_sampling = class_sampling
         self.epoch = 0
 
         classes, inverse = np.unique(labels, return_inverse=True)
@@ -149,6 +158,10 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch]))
         k, c_per, n_batches = self.samples_per_class, self.classes_per_batch, self.num_batches
         n_classes = len(self._class_indices)
+        if self.class_sampling == "uniform":
+            return np.stack([np.concatenate([self._fill_chunk(rng, self._class_indices[c], k)
+                                             for c in rng.choice(n_classes, size=c_per, replace=False)])
+                             for _ in range(n_batches)])
 
         # 1. chunks of K per class
         per_class: list[list[np.ndarray]] = []

@@ -3,13 +3,17 @@
 ``"pairs"``: ``loss(z, y, indices_tuple=(anchor, positive, B + s), ref_emb=cat(z, S), ref_labels=...)``, so
 each anchor meets its own synthetics; only losses that honour both ``indices_tuple`` and ``ref_emb``.
 ``"embeddings"``: ``loss(cat(z, S), cat(y, synthetic labels))``, the synthetics as extra samples of their
-negative class; any loss that takes labels. Losses that fit neither are refused with the reason.
+negative class; any loss that takes labels. ``"anchor_proxy"`` (Proxy-Anchor only): each synthetic is a
+negative of its *anchor's* class proxy, in Proxy-Anchor's own negative term (see
+:func:`gca.losses.synthetic.anchor_proxy_loss`). Losses that fit none are refused with the reason.
 """
 from __future__ import annotations
 
 from typing import Callable, List, Optional, Tuple
 
-SYNTHETIC_LOSS_MODES = ("auto", "pairs", "embeddings")
+SYNTHETIC_LOSS_MODES = ("auto", "pairs", "embeddings", "anchor_proxy")
+# losses whose proxies can take the synthetics as negatives of the anchor's own class (mode "anchor_proxy")
+_ANCHOR_PROXY = frozenset({"ProxyAnchorLoss"})
 
 # Honour indices_tuple and ref_emb: "pairs" by default, "embeddings" on request.
 _PAIRS = frozenset({
@@ -87,6 +91,11 @@ def synthetic_loss_terms(loss_fn: Callable, mode: str = "auto") -> List[Tuple[fl
         if _pml_name(loss_fn.loss) == "CrossBatchMemory":  # it refuses ref_emb with a memory inside
             return synthetic_loss_terms(loss_fn.loss, mode)
         return [(w, loss_fn, m) for w, _, m in synthetic_loss_terms(loss_fn.loss, mode)]
+    if mode == "anchor_proxy":
+        if name not in _ANCHOR_PROXY:
+            raise ValueError(f"{name or type(loss_fn).__name__} cannot use synthetic_loss_mode='anchor_proxy' "
+                             f"(only {', '.join(sorted(_ANCHOR_PROXY))}); use 'embeddings' or 'auto' instead")
+        return [(1.0, loss_fn, "anchor_proxy")]
     if name in _EMBEDDINGS_ONLY:
         if mode == "pairs":
             raise ValueError(f"{name} cannot use synthetic_loss_mode='pairs' ({_EMBEDDINGS_ONLY[name]}); "
@@ -111,3 +120,22 @@ def check_metric_loss(loss_fn: Callable, mode: str = "auto") -> None:
         ValueError: see :func:`synthetic_loss_terms`.
     """
     synthetic_loss_terms(loss_fn, mode)
+
+
+SYNTHETIC_GRADIENTS = ("auto", "full", "negatives")
+
+
+def resolve_synthetic_gradient(loss_fn: Callable, mode: str = "auto", gradient: str = "auto") -> str:
+    """Check ``loss_fn`` and ``mode`` (:func:`check_metric_loss`) and resolve where J_syn's gradient goes.
+
+    ``"auto"`` gives ``"negatives"`` when every term sees the synthetics as samples of a class or as negatives
+    of a proxy (``"embeddings"``, ``"anchor_proxy"``): there the anchor, which makes up most of a hard
+    synthetic, would be pulled towards another class's proxy (or pushed from its own). Pair losses keep
+    ``"full"``, the authors' routing, where the anchor's own term dominates.
+    """
+    if gradient not in SYNTHETIC_GRADIENTS:
+        raise ValueError(f"synthetic_gradient must be one of {SYNTHETIC_GRADIENTS}, got {gradient!r}")
+    modes = {m for _, _, m in synthetic_loss_terms(loss_fn, mode)}
+    if gradient != "auto":
+        return gradient
+    return "negatives" if modes <= {"embeddings", "anchor_proxy"} else "full"

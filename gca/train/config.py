@@ -36,6 +36,8 @@ class DataConfig:
     num_workers: int = 0
     features: bool = False                  # train the head on cached features of a frozen backbone
     cache_dir: str = "cache"
+    class_sampling: str = "coverage"        # "coverage": every item each epoch; "uniform": classes drawn
+                                            # uniformly per batch, whatever their size (the authors')
 
 
 @dataclass
@@ -44,7 +46,9 @@ class ModelConfig:
     pretrained: bool = False
     weights: Optional[str] = None
     embedding_dim: int = 64
-    bn_freeze: bool = False
+    bn_freeze: bool = False                 # BatchNorm running statistics frozen (eval mode) in training
+    bn_freeze_affine: bool = True           # with bn_freeze, also the BN weights and biases; false: they train
+                                            # after warm-up (the authors' ResNet setting, METHOD D10)
     head_init: str = "orthogonal"
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
 
@@ -79,6 +83,11 @@ class GCAConfig:
     node_loss_weight: float = 1.0
     generator: str = "gca"                  # "gca", or "hdml": scalar interpolation, no graph (baseline)
     symmetric_edges: Any = "auto"           # one edge state per unordered pair on the full graph
+    schedule_scale: str = "absolute"        # "absolute" (the authors' gamma = exp(-alpha/J_m)) or "first_epoch"
+    synthetic_loss_mode: str = "auto"       # how the metric loss sees synthetics: auto, pairs, embeddings,
+                                            # anchor_proxy (Proxy-Anchor: negatives of the anchor's proxy)
+    synthetic_gradient: str = "auto"        # J_syn's gradient through a synthetic: full, negatives, auto
+    diagnostics: bool = True                # log the generator's diag_* values (gca.diagnostics)
 
 
 @dataclass
@@ -348,7 +357,9 @@ def validate(cfg: RunConfig) -> None:
     from gca.data.registry import DATASETS, canonical_name, list_datasets
     from gca.data.transforms import TRANSFORM_KINDS
     from gca.graph import EDGE_MODES
+    from gca.losses.compat import SYNTHETIC_GRADIENTS, SYNTHETIC_LOSS_MODES
     from gca.losses.registry import _METRIC_LOSSES, list_metric_losses
+    from gca.losses.schedules import SCHEDULE_SCALES
     from gca.nn import list_layers
     from gca.synthesis import MIXING_MODES, NEGATIVES_PER_CLASS
 
@@ -410,6 +421,7 @@ def validate(cfg: RunConfig) -> None:
     at_least("data.classes_per_batch", d.classes_per_batch, 2, " (negatives need another class)")
     at_least("data.samples_per_class", d.samples_per_class, 2, " (anchors need a positive)")
     at_least("data.num_workers", d.num_workers, 0)
+    _choice("data.class_sampling", d.class_sampling, ("coverage", "uniform"))
 
     # model
     _known_name("model.backbone", m.backbone, list_backbones(), "backbone")
@@ -443,6 +455,9 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"config key 'gca.k' ({g.k}) is only used with gca.edges=knn; remove it or set gca.edges=knn")
     _choice("gca.negatives_per_class", g.negatives_per_class, NEGATIVES_PER_CLASS)
     _choice("gca.mixing", g.mixing, MIXING_MODES)
+    _choice("gca.schedule_scale", g.schedule_scale, SCHEDULE_SCALES)
+    _choice("gca.synthetic_loss_mode", g.synthetic_loss_mode, SYNTHETIC_LOSS_MODES)
+    _choice("gca.synthetic_gradient", g.synthetic_gradient, SYNTHETIC_GRADIENTS)
     if not (g.symmetric_edges == "auto" or isinstance(g.symmetric_edges, bool)):
         raise ValueError(f"config key 'gca.symmetric_edges' must be auto, true or false, {_got(g.symmetric_edges)}")
     if g.symmetric_edges is True and g.edges != "full":

@@ -103,8 +103,9 @@ class Trainer:
 
     def _build_model(self) -> None:
         m = self.cfg.model
-        backbone = create_backbone(m.backbone, pretrained=m.pretrained, weights=m.weights,
-                                   **({"bn_freeze": True} if m.bn_freeze else {}), **m.backbone_kwargs)
+        freeze = {"bn_freeze": True, "bn_freeze_affine": m.bn_freeze_affine} if m.bn_freeze else {}
+        backbone = create_backbone(m.backbone, pretrained=m.pretrained, weights=m.weights, **freeze,
+                                   **m.backbone_kwargs)
         self.transform_kind = self.cfg.data.transform or getattr(backbone, "default_transform", None) or "imagenet"
         # pretrained weights expect their own input statistics (EfficientNet-Lite0's are 0.5/0.5, not ImageNet's)
         self.input_stats = {k: tuple(getattr(backbone, f"input_{k}")) for k in ("mean", "std")
@@ -146,7 +147,7 @@ class Trainer:
         self.train_set = train_ds
         self.num_train_classes = int(np.asarray(train_ds.labels).max()) + 1
         self.sampler = ClassBalancedBatchSampler(train_ds.labels, d.classes_per_batch, d.samples_per_class,
-                                                 seed=seed)
+                                                 seed=seed, class_sampling=d.class_sampling)
 
     def _features(self, dataset) -> FeatureDataset:
         d, m = self.cfg.data, self.cfg.model
@@ -165,7 +166,10 @@ class Trainer:
         if not g.enabled:
             return
         if g.generator == "hdml":
-            self.generator = HDMLInterpolation(g.alpha, metric_loss=self.metric_loss)
+            self.generator = HDMLInterpolation(g.alpha, metric_loss=self.metric_loss,
+                                               synthetic_loss_mode=g.synthetic_loss_mode,
+                                               schedule_scale=g.schedule_scale,
+                                               synthetic_gradient=g.synthetic_gradient)
         else:
             self.generator = GCAHNG(
                 cfg.model.embedding_dim, self.num_train_classes, num_layers=g.num_layers, heads=g.heads,
@@ -174,7 +178,9 @@ class Trainer:
                 mixing=g.mixing, alpha=g.alpha, beta=g.beta, softmax_factor=g.softmax_factor,
                 hardness_weight=g.hardness_weight, diversity_weight=g.diversity_weight,
                 classifier_weight=g.classifier_weight, node_loss_weight=g.node_loss_weight,
-                metric_loss=self.metric_loss, symmetric_edges=g.symmetric_edges)
+                metric_loss=self.metric_loss, symmetric_edges=g.symmetric_edges, schedule_scale=g.schedule_scale,
+                synthetic_loss_mode=g.synthetic_loss_mode, synthetic_gradient=g.synthetic_gradient,
+                diagnostics=g.diagnostics)
         self.generator.to(self.device)
 
     def _build_optimisers(self) -> None:

@@ -1,0 +1,75 @@
+"""The paper configs follow the authors where METHOD says what they do (D10, head init, class sampling)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gca.data.sampler import ClassBalancedBatchSampler
+from gca.train import Trainer, load_config
+from gca.train.config import CONFIG_DIR
+
+PAPER = sorted(str(p.relative_to(CONFIG_DIR))[:-5] for p in (CONFIG_DIR / "paper").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_configs_follow_the_authors(name):
+    cfg = load_config(name)
+    assert cfg.data.class_sampling == "uniform"
+    assert cfg.model.head_init == ("orthogonal" if "dino" in name else "default")
+    if cfg.model.bn_freeze:
+        assert not cfg.model.bn_freeze_affine          # BN weights train after warm-up
+
+
+def test_uniform_class_sampling_ignores_class_size():
+    labels = np.concatenate([np.zeros(60, int), np.repeat(np.arange(1, 11), 4)])    # one big class, ten small
+    counts = {}
+    for mode in ("coverage", "uniform"):
+        sampler = ClassBalancedBatchSampler(labels, 4, 2, seed=0, class_sampling=mode)
+        seen = np.zeros(11)
+        for epoch in range(40):
+            sampler.set_epoch(epoch)
+            for batch in sampler:
+                classes = np.unique(labels[batch])
+                assert len(classes) == 4 and len(batch) == 8
+                seen[classes] += 1
+        counts[mode] = seen / seen.sum()
+    assert counts["coverage"][0] > 3 * counts["coverage"][1:].mean()      # the big class dominates
+    assert abs(counts["uniform"][0] - 1 / 11) < 0.02                     # every class alike
+    assert np.abs(counts["uniform"][1:] - 1 / 11).max() < 0.02
+
+
+def _folder(root):
+    rng = np.random.default_rng(0)
+    for c in range(6):
+        folder = root / f"c{c}"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray((rng.random((20, 20)) * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("affine_frozen", [True, False])
+def test_bn_weights_train_after_warmup_unless_frozen(tmp_path, affine_frozen):
+    _folder(tmp_path / "data")
+    cfg = load_config(None, [
+        f"data.root={tmp_path / 'data'}", "data.dataset=imagefolder", "data.dataset_kwargs={image_mode: L}",
+        "data.transform=omniglot", "data.image_size=16", "data.val_fraction=0", "data.classes_per_batch=2",
+        "data.samples_per_class=2", "model.backbone=omniglot_cnn", "model.embedding_dim=16", "gca.enabled=false",
+        "model.bn_freeze=true", f"model.bn_freeze_affine={str(affine_frozen).lower()}", "solver.warmup_epochs=1",
+        "solver.epochs=2", "solver.steps_per_epoch=2", "plots=false", f"output_dir={tmp_path / 'runs'}"])
+    trainer = Trainer(cfg, progress=False)
+    bn = [m for m in trainer.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn
+    snapshots = []
+    real_end = trainer._end_epoch
+
+    def end_epoch():
+        snapshots.append([(m.weight.detach().clone(), m.running_mean.clone()) for m in bn])
+        real_end()
+    trainer._end_epoch = end_epoch
+    start = [(m.weight.detach().clone(), m.running_mean.clone()) for m in bn]
+    trainer.fit()
+    after_warmup, after_training = snapshots
+    for (w0, r0), (w1, r1), (w2, r2) in zip(start, after_warmup, after_training):
+        assert torch.equal(w0, w1)                          # warm-up: the whole backbone is frozen
+        assert torch.equal(r0, r2)                          # running statistics never move under bn_freeze
+        assert torch.equal(w1, w2) == affine_frozen          # BN weights move after warm-up unless frozen
