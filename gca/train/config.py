@@ -117,6 +117,7 @@ class EvalConfig:
     test_epochs: List[int] = field(default_factory=list)   # extra test evaluations for curves, labelled
     batch_size: int = 256
     select_metric: str = "R@1"
+    test: bool = True                       # false: never touch the test classes (searches on validation)
 
 
 @dataclass

@@ -364,7 +364,8 @@ class Trainer:
         if self.cfg.plots:
             from gca.train.plots import plot_run
             plot_run(self.run_dir)
-            self.retrieval_picture()
+            if self.cfg.eval.test:
+                self.retrieval_picture()
         return result
 
     def _train_steps(self) -> None:
@@ -537,7 +538,19 @@ class Trainer:
         return metrics
 
     def test(self) -> Dict[str, Any]:
-        """Evaluate the test classes once, with the checkpoint selected on validation (or the last one)."""
+        """Evaluate the test classes once, with the checkpoint selected on validation (or the last one).
+
+        With ``eval.test=false`` (a search on validation) the test classes are never embedded: the result
+        holds the selected validation metrics instead, each key prefixed ``val_``."""
+        if not self.cfg.eval.test:
+            result = {"name": self.cfg.name, "checkpoint": "test skipped (eval.test=false)", "epochs": self.epoch,
+                      "steps": self.step, "gca": self.cfg.gca.enabled,
+                      **{f"val_{k}": v for k, v in (self.best or {}).items()}}
+            self._log({"kind": "search_result", **result})
+            tmp = self.run_dir / ".result.json.tmp"
+            tmp.write_text(json.dumps(result, indent=2))
+            tmp.replace(self.run_dir / "result.json")
+            return result
         selected = "last"
         current = None
         if self.best is not None:
