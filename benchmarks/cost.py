@@ -1141,6 +1141,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn"))
     p.add_argument("--child-timeout", type=float, default=900.0, help="kill a configuration after this many seconds")
+    p.add_argument("--suites", nargs="+", default=None, choices=["profile", "backbone", "fast_paths", "propagation",
+                                                                  "threads", "generator_step"],
+                   help="run only these suites (default: all); the matmul probes always run")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite cost.md and the plots from the cost.json already in --out")
     args = p.parse_args(argv)
@@ -1204,6 +1207,8 @@ def main(argv=None) -> int:
              ("propagation", suite_propagation), ("threads", suite_threads), ("generator_step", suite_generator_step)]
     assert [name for name, _ in steps] + ["matmul_end"] == list(SUITE_SHARES)
     for name, fn in steps:
+        if args.suites and name not in args.suites:
+            continue
         print(f"[{name}] ({runner.elapsed() / 60:.1f} min elapsed, {max(runner.left(), 0) / 60:.1f} min left)",
               flush=True)
         fn(args, runner, rows, device)
