@@ -25,7 +25,7 @@ Suites (the ``suite`` field of every row in ``cost.json``):
 ``fast_paths``       the same step with the library's optimisations switched off one at a time:
                      ``symmetric_edges`` (one edge state per unordered pair) and ``GCAEdgeConv(fast=...)``.
 ``propagation``      forward + backward of the propagation network alone: PyG message passing against the
-                     plain dense PyTorch reference (``gca.nn.dense.dense_propagation``), same weights; and
+                     plain dense PyTorch reference (``gca.testing.dense.dense_propagation``), same weights; and
                      with / without torch-scatter where it is installed.
 ``threads``          the generator step with the default thread settings, one thread, and
                      ``OMP_WAIT_POLICY=PASSIVE`` (fresh ``spawn`` processes), to show how much a busy machine
@@ -219,7 +219,7 @@ def work_propagation(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Forward + backward of the propagation network alone on the full graph (eval mode: no dropout).
 
     ``variant="pyg"``: :class:`gca.nn.GraphPropagation` on the PyG batch graph, with the ``symmetric``
-    and ``fast`` settings of ``cfg``; ``variant="dense"``: :func:`gca.nn.dense.dense_propagation` on
+    and ``fast`` settings of ``cfg``; ``variant="dense"``: :func:`gca.testing.dense.dense_propagation` on
     ``[B, B, D]`` tensors. Both are built from the same seed, so they hold the same weights. The loss is
     the sum of the node states and of the edge states, so every output gets a gradient.
     """
@@ -229,7 +229,7 @@ def work_propagation(cfg: Dict[str, Any]) -> Dict[str, Any]:
         torch_geometric.typing.WITH_TORCH_SCATTER = False
     from torch.utils.flop_counter import FlopCounterMode
     from gca.graph import build_batch_graph
-    from gca.nn.dense import dense_propagation
+    from gca.testing.dense import dense_propagation
     from gca.nn.propagation import GraphPropagation
     z0, y, _ = _batch(torch, device, cfg["B"], cfg["D"], cfg["K"], cfg["seed"])
     torch.manual_seed(cfg["seed"])
@@ -301,19 +301,19 @@ def work_matmul(cfg: Dict[str, Any]) -> Dict[str, Any]:
 def work_backbone(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """A whole training step with an image backbone: baseline against GCA-HNG, interleaved in one process.
 
-    Both use :func:`gca.train.step.train_step` with a small stand-in for the trainer: the baseline has no
-    generator (forward, metric loss, backward, value clipping, AdamW step); GCA-HNG runs the three phases
-    of METHOD 2.6. The same embedding model and images are used; the baseline runs first (its warm-up
+    Both use :func:`gca.train.step.train_step` with their own objective and optimisers: the baseline
+    (:class:`gca.objective.MetricLossObjective`: forward, metric loss, backward, value clipping, AdamW step);
+    GCA-HNG runs the three phases of METHOD 2.6. The same embedding model and images are used; the baseline runs first (its warm-up
     gives its peak memory), then GCA-HNG's warm-up (peak memory of the whole process, which includes the
     baseline's), then the timed repeats alternate baseline and GCA-HNG steps so that both see the same
     load on the machine.
     """
     torch, device = _setup_child(cfg)
-    from types import SimpleNamespace
     from gca.backbones import create_backbone, EmbeddingModel
     from gca.losses.npair import NPairLoss
     from gca.model import GCAHNG
-    from gca.train.step import train_step
+    from gca.objective import MetricLossObjective
+    from gca.train.step import Optimisers, train_step
 
     pretrained_note = "pretrained" if cfg["pretrained"] else "random init"
     try:
@@ -328,27 +328,27 @@ def work_backbone(cfg: Dict[str, Any]) -> Dict[str, Any]:
     labels = torch.arange(classes).repeat(per_class).to(device)
     metric_loss = NPairLoss()
     gca = GCAHNG(cfg["D"], cfg["num_classes"], num_layers=cfg["L"], heads=cfg["H"], metric_loss=metric_loss).to(device)
-    solver = SimpleNamespace(grad_clip_value=10.0)
+    baseline = MetricLossObjective(metric_loss)
 
-    def trainer(generator):
-        t = SimpleNamespace(cfg=SimpleNamespace(solver=solver), model=model, metric_loss=metric_loss,
-                            generator=generator, step=0, _autocast=contextlib.nullcontext)
-        t.opt_metric = torch.optim.AdamW([{"params": model.head_parameters()},
-                                          {"params": model.backbone_parameters()}], lr=1e-4, weight_decay=1e-4)
-        t.opt_gnn = t.opt_cls = None
-        if generator is not None:
-            t.opt_gnn = torch.optim.AdamW(generator.generator_parameters(), lr=1e-4, weight_decay=1e-4)
-            t.opt_cls = torch.optim.AdamW(generator.classifier_parameters(), lr=1e-3)
-        return t
+    def optimisers(objective):
+        metric = torch.optim.AdamW([{"params": model.head_parameters()}, {"params": model.backbone_parameters()}],
+                                   lr=1e-4, weight_decay=1e-4)
+        if not objective.trains_generator:
+            return Optimisers(metric)
+        return Optimisers(metric, torch.optim.AdamW(objective.generator_parameters(), lr=1e-4, weight_decay=1e-4),
+                          torch.optim.AdamW(objective.classifier_parameters(), lr=1e-3))
 
-    base_trainer, gca_trainer = trainer(None), trainer(gca)
+    runs = {"baseline": (baseline, optimisers(baseline)), "gca": (gca, optimisers(gca))}
 
-    def timed(t):
+    def timed(which):
+        objective, opts = runs[which]
         _sync(device)
         t0 = _now()
-        train_step(t, images, labels)
+        train_step(model, objective, images, labels, opts, clip_value=10.0)
         _sync(device)
         return _now() - t0
+
+    base_trainer, gca_trainer = "baseline", "gca"
 
     mem = _Memory(device)
     first_base = timed(base_trainer)
@@ -448,7 +448,7 @@ class Runner:
         self.start_method = start_method
         self.ctx = mp.get_context(start_method)
         if start_method == "forkserver":
-            self.ctx.set_forkserver_preload(["torch", "torch_geometric", "gca.model", "gca.nn.dense",
+            self.ctx.set_forkserver_preload(["torch", "torch_geometric", "gca.model", "gca.testing.dense",
                                              "gca.backbones", "gca.train.step"])
         self.spawn_ctx = mp.get_context("spawn")
         self.t_start = time.monotonic()
@@ -978,7 +978,7 @@ def write_markdown(rows: List[Dict[str, Any]], path: Path) -> None:
         out += ["", "## Propagation: PyG message passing vs the dense PyTorch reference", "",
                 "Forward + backward of the propagation network alone on the full graph (eval mode), same weights. "
                 "`pyg sym+fast` is the library's default path; `pyg plain` (no symmetric pairs, plain edge queries) "
-                "does the same arithmetic as `dense` (`gca.nn.dense.dense_propagation`, `[B, B, D]` tensors). "
+                "does the same arithmetic as `dense` (`gca.testing.dense.dense_propagation`, `[B, B, D]` tensors). "
                 "Ratio = dense time / row time (> 1: faster than dense).", "",
                 "| variant | torch-scatter | B | L | time (s) | peak mem (GB) | GFLOP | GFLOP/s | dense / this | status |",
                 "|---|---|---|---|---|---|---|---|---|---|"]

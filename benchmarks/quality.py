@@ -61,7 +61,19 @@ METHODS: List[tuple] = [
     ("Proxy-Anchor", ["loss.metric=proxy_anchor", "gca.enabled=false"]),
     ("Proxy-Anchor + GCA-HNG", ["loss.metric=proxy_anchor"]),
 ]
-BASELINE_OF = {"Proxy-Anchor + GCA-HNG": "Proxy-Anchor"}
+BASELINE_OF = {"Proxy-Anchor + GCA-HNG": "Proxy-Anchor", "Multi-Similarity + GCA-HNG": "Multi-Similarity"}
+
+# The converged protocols (issue "Make GCA-HNG pay"): three strong baselines, each with and without GCA-HNG.
+# Their settings come from validation searches (benchmarks/search.py, results/search_*.md); the step budget from
+# the baselines' validation plateau (results/search_plateau_*.md).
+STRONG_METHODS: List[tuple] = [
+    ("N-pair", ["loss.metric=npair", "gca.enabled=false"]),
+    ("N-pair + GCA-HNG", ["loss.metric=npair"]),
+    ("Multi-Similarity", ["loss.metric=multi_similarity", "gca.enabled=false"]),
+    ("Multi-Similarity + GCA-HNG", ["loss.metric=multi_similarity"]),
+    ("Proxy-Anchor", ["loss.metric=proxy_anchor", "gca.enabled=false"]),
+    ("Proxy-Anchor + GCA-HNG", ["loss.metric=proxy_anchor"]),
+]
 
 
 def _slug(text: str) -> str:
@@ -82,6 +94,18 @@ def run_one(protocol: dict, method_overrides: List[str], seed: int, workdir: Pat
     result = Trainer(cfg, progress=False).fit()
     return {"seed": seed, **{m: result[m] for m in METRICS}, "seconds": round(time.perf_counter() - start, 1),
             "steps": result["steps"], "checkpoint": result["checkpoint"]}
+
+
+def sign_flip_p_value(diffs: np.ndarray) -> float:
+    """Two-sided p-value of the paired differences' mean under the exact sign-flip test (no normality
+    assumed): the share of the 2^n sign patterns whose |mean| reaches the observed one. With n seeds the
+    smallest possible p is 2 / 2^n (0.0625 for 5 seeds, 0.25 for 3)."""
+    n = len(diffs)
+    if n == 0:
+        return float("nan")
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * n)).reshape(n, -1).T
+    observed = abs(diffs.mean())
+    return float((np.abs((signs * diffs).mean(axis=1)) >= observed - 1e-12).mean())
 
 
 def summarise(rows: List[dict]) -> List[dict]:
@@ -105,8 +129,8 @@ def markdown(rows: List[dict]) -> str:
                    f"{sorted({run['seed'] for r in group for run in r['runs']})}. Test classes never seen in training; "
                    "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %. The last "
                    "column is the R@1 difference to the row's baseline paired by seed (mean ± std of the per-seed "
-                   "differences); it says \"beats\" or \"below\" only when the mean difference exceeds that std "
-                   "(a rough rule with three seeds, not a significance test).\n")
+                   "differences); it says \"beats\" or \"below\" only when the mean difference exceeds that std, and "
+                   "gives the exact two-sided sign-flip test's p-value of the paired differences.\n")
         out.append("| method | " + " | ".join(METRICS) + " | R@1 vs its baseline |")
         out.append("|---|" + "---:|" * (len(METRICS) + 1))
         for r in group:
@@ -124,7 +148,8 @@ def markdown(rows: List[dict]) -> str:
                 diff = float(diffs.mean())
                 noise = float(diffs.std(ddof=1)) if len(diffs) > 1 else float("inf")
                 word = "beats" if diff > noise else ("below" if diff < -noise else "within noise of")
-                verdict = f"{diff:+.2f} ± {noise:.2f} ({word} {base_name})"
+                p_value = sign_flip_p_value(diffs)
+                verdict = f"{diff:+.2f} ± {noise:.2f} ({word} {base_name}; sign-flip p = {p_value:.3g})"
             out.append(f"| {r['method']} | " + " | ".join(cells) + f" | {verdict} |")
         out.append("")
     return "\n".join(out)
@@ -171,16 +196,16 @@ def plot_projection(run_dir: Path, path: Path, classes: int = 8, per_class: int 
     trainer = Trainer(cfg, progress=False)
     assert trainer.resume(), f"no checkpoint in {run_dir}"
     trainer.model.eval()
-    trainer.generator.eval()
+    trainer.objective.eval()
     ds = trainer.val_sets.get("val", trainer.train_set)
     batch = next(iter(ClassBalancedBatchSampler(ds.labels, classes, per_class, seed=seed)))
     images = torch.stack([ds[i][0] for i in batch]).to(trainer.device)
     labels = torch.as_tensor([int(ds.labels[i]) for i in batch], device=trainer.device)
     z = trainer.model(images).float()
     gen = torch.Generator(device=trainer.device).manual_seed(seed)
-    gca_syn = trainer.generator.generate(z, labels, generator=gen).synthetics
+    gca_syn = trainer.objective.generate(z, labels, generator=gen).synthetics
     hdml = HDMLInterpolation(cfg.gca.alpha).to(trainer.device)
-    hdml.hardness.load_state_dict(trainer.generator.hardness.state_dict())
+    hdml.hardness.load_state_dict(trainer.objective.hardness.state_dict())
     hdml_syn = hdml.synthesize(z, labels, generator=gen)
     points = torch.cat([z, gca_syn.embeddings, hdml_syn.embeddings]).cpu()
     mean = points.mean(0)
@@ -189,7 +214,7 @@ def plot_projection(run_dir: Path, path: Path, classes: int = 8, per_class: int 
     real = project(z)
     colours = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharex=True, sharey=True)
-    gamma = float(trainer.generator.hardness.factor())
+    gamma = float(trainer.objective.hardness.factor())
     for ax, (title, syn) in zip(axes, (("GCA-HNG (learned channel weights, all samples mixed)", gca_syn),
                                         ("HDML interpolation (one scalar, one sample)", hdml_syn))):
         p = project(syn.embeddings)

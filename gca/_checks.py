@@ -67,6 +67,18 @@ def check_dropout(name: str, value) -> None:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
+def check_heads_divide(channels, heads, channels_name: str = "channels", heads_name: str = "heads") -> None:
+    """``channels`` (:math:`D`) and ``heads`` (:math:`H`) are positive integers and :math:`H` divides :math:`D`.
+
+    Multi-head attention splits the :math:`D` channels into :math:`H` heads of :math:`D / H`; the names say
+    which argument (or config key) the message points at.
+    """
+    check_int(channels_name, channels, 1)
+    check_int(heads_name, heads, 1)
+    if channels % heads != 0:
+        raise ValueError(f"{channels_name} ({channels}) must be divisible by {heads_name} ({heads})")
+
+
 def check_edge_index(edge_index: Tensor, num_nodes: int, device: torch.device) -> None:
     """A ``[2, E]`` integer tensor on ``device``. Shape and dtype only: a range check would cost a device sync."""
     if not isinstance(edge_index, Tensor):

@@ -2,8 +2,8 @@
 
 The baseline GCA-HNG improves on: each synthetic negative interpolates one anchor with one negative
 sample by one scalar, ``z + [d+ + (d- - d+) exp(-alpha / J_m)] / d- (z- - z)``, with no learned
-correlation. It exposes the same phase-A interface as :class:`gca.GCAHNG` so the trainer can swap
-them; it has no generator to train (no phase B or C).
+correlation. It is an :class:`gca.objective.Objective` like :class:`gca.GCAHNG`, so the trainer swaps them;
+it has no generator to train (``trains_generator`` is False: no phase B or C).
 """
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from torch import Tensor, nn
 from gca._checks import check_embeddings_and_labels
 from gca._precision import full_precision
 from gca.graph import full_edge_index
-from gca.losses.npair import NPairLoss
-from gca.losses.schedules import HardnessSchedule
 from gca.losses.compat import resolve_synthetic_gradient
+from gca.losses.npair import NPairLoss
 from gca.losses.synthetic import synthetic_metric_loss
+from gca.objective import WithoutGenerator
+from gca.schedules import HardnessSchedule
 from gca.synthesis import Synthetics, synthesize_negatives
 
 
-class HDMLInterpolation(nn.Module):
+class HDMLInterpolation(WithoutGenerator, nn.Module):
     """Scalar hardness-aware interpolation of one anchor and one negative per negative class.
 
     Args:
@@ -31,11 +32,9 @@ class HDMLInterpolation(nn.Module):
             generator loss, which this baseline does not have).
         metric_loss: pytorch-metric-learning-style loss; default :class:`gca.losses.NPairLoss`.
         synthetic_loss_mode: see :func:`gca.losses.synthetic_metric_loss`.
-        schedule_scale: see :class:`gca.losses.schedules.HardnessSchedule`.
+        schedule_scale: see :class:`gca.schedules.HardnessSchedule`.
         synthetic_gradient: see :class:`gca.GCAHNG`.
     """
-
-    has_generator = False
 
     def __init__(self, alpha: float = 4.0, synthetic_weight: float = 1.0, metric_loss: Optional[Callable] = None,
                  synthetic_loss_mode: str = "auto", schedule_scale: str = "absolute",
@@ -71,6 +70,9 @@ class HDMLInterpolation(nn.Module):
         weight = torch.tensor(self.synthetic_weight_value, device=embeddings.device)
         return {"total": j_m + weight * j_syn, "metric": j_m, "synthetic": j_syn, "synthetic_weight": weight,
                 "gamma": self.hardness.factor()}
+
+    def schedule_factors(self) -> Dict[str, float]:
+        return {"gamma": float(self.hardness.factor()), "synthetic_weight": float(self.synthetic_weight_value)}
 
     def end_epoch(self) -> None:
         self.hardness.end_epoch()

@@ -1,47 +1,36 @@
-"""``GCAHNG``: the graph, the propagation, the heads, the schedules and every loss in one module."""
+"""``GCAHNG``: GCA-HNG's objective, the phase losses of METHOD 2.6 around a :class:`gca.GCAGenerator`.
+
+The generator (graph, propagation, heads, synthesis settings) is what a user swaps and reuses; this module
+holds what turns its output into training signals: the metric loss, the label-preservation classifier, the
+hardness and synthetic-weight schedules and the loss weights. It implements :class:`gca.objective.Objective`.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.data import Data
 
-from gca._checks import check_embeddings_and_labels, check_generator_options, check_label_range
+from gca._checks import check_label_range
 from gca._precision import full_precision
 from gca.diagnostics import generator_diagnostics
-from gca.graph import build_batch_graph
-from gca.heads import ChannelWeightHead, NodeClassifierHead
+from gca.generator import GCAGenerator, Generation
 from gca.losses.compat import resolve_synthetic_gradient
 from gca.losses.generator import diversity_loss, hardness_loss, label_preservation_loss
 from gca.losses.npair import NPairLoss
-from gca.losses.schedules import HardnessSchedule, SyntheticWeightSchedule
 from gca.losses.synthetic import synthetic_metric_loss
-from gca.nn.propagation import GraphPropagation
-from gca.synthesis import Synthetics, candidate_edges, synthesize_negatives
+from gca.schedules import HardnessSchedule, SyntheticWeightSchedule
 
-
-@dataclass
-class Generation:
-    """Everything one generator pass produces (see :meth:`GCAHNG.generate`)."""
-
-    graph: Data
-    node_states: Tensor      # [B, D]
-    edge_states: Tensor      # [E, D]
-    lam: Tensor              # [E, D] (or [E, 1] with per_channel=False)
-    node_logits: Tensor      # [B, num_classes]
-    synthetics: Synthetics
-    gamma: Tensor            # hardness factor used
+__all__ = ["GCAHNG", "Generation"]
 
 
 class GCAHNG(nn.Module):
     r"""Globally Correlation-Aware Hard Negative Generation (Peng et al., IJCV 2025).
 
-    Owns the propagation network, the generator head (:math:`\lambda`), the node-classification head, the
-    label-preservation classifier, the metric loss and the two epoch-level schedules. It exposes the losses
-    of the three phases of METHOD 2.6 and never steps an optimiser itself:
+    The objective of GCA-HNG around a :class:`gca.GCAGenerator` (``self.generator``): the metric loss, the
+    label-preservation classifier, the two epoch-level schedules and the loss weights. It exposes the losses of
+    the three phases of METHOD 2.6 (:class:`gca.objective.Objective`) and never steps an optimiser itself:
 
     * :meth:`metric_losses` (phase A): ``J_m + w_syn J_syn + J_gce``, with ``lambda`` detached and the
       embeddings attached, so ``J_syn`` trains the embedding network and ``J_gce`` trains the GNN and the
@@ -55,6 +44,8 @@ class GCAHNG(nn.Module):
     Args:
         embedding_dim: :math:`D`.
         num_classes: number of training classes (labels must lie in ``[0, num_classes)``).
+        generator: a :class:`gca.GCAGenerator` (or a module with its interface) to use; by default one is
+            built from the generator arguments below, which must then be left at their defaults.
         num_layers, heads, layer, dropout, layer_kwargs: the propagation network
             (:class:`gca.nn.GraphPropagation`); ``num_layers=0`` is the "no propagation" ablation.
         edges, k, self_loops: the batch graph (:func:`gca.build_batch_graph`).
@@ -83,13 +74,14 @@ class GCAHNG(nn.Module):
             synthetics are).
     """
 
-    has_generator = True
+    trains_generator = True
 
     def __init__(
         self,
         embedding_dim: int,
         num_classes: int,
         *,
+        generator: Optional[nn.Module] = None,
         num_layers: int = 2,
         heads: int = 4,
         layer: str = "gca",
@@ -116,25 +108,20 @@ class GCAHNG(nn.Module):
         schedule_scale: str = "absolute",
     ):
         super().__init__()
-        if embedding_dim % heads != 0:
-            raise ValueError(f"embedding dimension D={embedding_dim} must be divisible by heads H={heads}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        check_generator_options(edges=edges, k=k, mixing=mixing, negatives_per_class=negatives_per_class)
+        if generator is None:
+            generator = GCAGenerator(embedding_dim, num_classes, num_layers=num_layers, heads=heads, layer=layer,
+                                     dropout=dropout, layer_kwargs=layer_kwargs, edges=edges, k=k,
+                                     self_loops=self_loops, per_channel=per_channel,
+                                     negatives_per_class=negatives_per_class, mixing=mixing,
+                                     symmetric_edges=symmetric_edges)
+        elif (generator.embedding_dim, generator.num_classes) != (embedding_dim, num_classes):
+            raise ValueError(f"the generator was built for D={generator.embedding_dim} and "
+                             f"{generator.num_classes} classes, the objective for D={embedding_dim} and {num_classes}")
+        self.generator = generator
         self.embedding_dim, self.num_classes = embedding_dim, num_classes
-        self.edges, self.k, self.self_loops = edges, k, self_loops
-        self.negatives_per_class, self.mixing = negatives_per_class, mixing
         self.softmax_factor, self.hardness_weight = softmax_factor, hardness_weight
         self.diversity_weight, self.classifier_weight = diversity_weight, classifier_weight
         self.node_loss_weight, self.synthetic_loss_mode = node_loss_weight, synthetic_loss_mode
-        self.propagation = GraphPropagation(embedding_dim, num_layers, heads, layer, dropout, **(layer_kwargs or {}))
-        if symmetric_edges == "auto":
-            symmetric_edges = edges == "full" and self.propagation.supports_pairs
-        elif symmetric_edges and edges != "full":
-            raise ValueError("symmetric_edges needs edges='full' (a knn graph is not symmetric)")
-        self.symmetric_edges = bool(symmetric_edges)
-        self.lambda_head = ChannelWeightHead(embedding_dim, per_channel)
-        self.node_head = NodeClassifierHead(embedding_dim, num_classes)
         self.classifier = nn.Linear(embedding_dim, num_classes)
         self.metric_loss = metric_loss if metric_loss is not None else NPairLoss()
         self.synthetic_gradient = resolve_synthetic_gradient(self.metric_loss, synthetic_loss_mode, synthetic_gradient)
@@ -145,8 +132,7 @@ class GCAHNG(nn.Module):
     # ----------------------------------------------------------------------------------- parameters
     def generator_parameters(self) -> Iterator[nn.Parameter]:
         """The GNN and its heads (the authors' ``opt_gnn``)."""
-        for module in (self.propagation, self.lambda_head, self.node_head):
-            yield from (p for p in module.parameters() if p.requires_grad)
+        return self.generator.parameters_to_train()
 
     def classifier_parameters(self) -> Iterator[nn.Parameter]:
         """The label-preservation classifier (the authors' ``opt_s``)."""
@@ -157,35 +143,16 @@ class GCAHNG(nn.Module):
         embedding network's optimiser."""
         return self.metric_loss.parameters() if isinstance(self.metric_loss, nn.Module) else iter(())
 
-    # ----------------------------------------------------------------------------------- forward
-    def _check(self, embeddings: Tensor, labels: Tensor) -> None:
-        check_embeddings_and_labels(embeddings, labels, min_classes=2)
-        if embeddings.shape[1] != self.embedding_dim:
-            raise ValueError(f"embeddings have D={embeddings.shape[1]} but the model was built for "
-                             f"D={self.embedding_dim}")
-        check_label_range(labels, self.num_classes)
+    def schedule_factors(self) -> Dict[str, float]:
+        return {"gamma": float(self.hardness.factor()), "synthetic_weight": float(self.synthetic_weight.factor())}
 
+    # ----------------------------------------------------------------------------------- forward
     def generate(self, embeddings: Tensor, labels: Tensor, *, detach_lambda: bool = False,
                  generator: Optional[torch.Generator] = None, anchor_gradient: bool = True) -> Generation:
-        """Build the batch graph, propagate, read the heads and synthesise negatives.
-
-        Gradients reach ``embeddings`` through the graph and the synthesis unless the caller detaches
-        them; ``detach_lambda`` keeps the synthesis from training the GNN.
-        """
-        self._check(embeddings, labels)
-        graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops)
-        # the propagation and its heads run in the ambient autocast precision (they are the cost); lambda,
-        # the logits and everything after them in float32, as the baseline's loss
-        node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class,
-                                                    symmetric=self.symmetric_edges)
-        lam = self.lambda_head(edge_states).float()
-        node_logits = self.node_head(node_states).float()
-        gamma = self.hardness.factor().to(embeddings.device)
-        with full_precision(embeddings.device):
-            synthetics = synthesize_negatives(embeddings.float(), labels, graph.edge_index,
-                                              lam.detach() if detach_lambda else lam, gamma, self.mixing,
-                                              self.negatives_per_class, generator, anchor_gradient)
-        return Generation(graph, node_states, edge_states, lam, node_logits, synthetics, gamma)
+        """One generator pass at the current hardness (``generator`` is a ``torch.Generator`` for the
+        random draws, torch's naming)."""
+        return self.generator(embeddings, labels, self.hardness.factor(), detach_lambda=detach_lambda,
+                              anchor_gradient=anchor_gradient, generator=generator)
 
     forward = generate
 
@@ -231,7 +198,8 @@ class GCAHNG(nn.Module):
         with full_precision(z.device):
             j_soft = label_preservation_loss(self.classifier, out.synthetics)
             j_sim = hardness_loss(z, out.synthetics)
-            used = candidate_edges(labels, out.graph.edge_index)
+            # only the edges that fed the synthetics (with negatives_per_class="one", the chosen ones)
+            used = out.synthetics.edge_ids
             j_div = diversity_loss(out.lam[used], out.graph.edge_index[1, used], z.shape[0])
             j_gen = 0.5 * (self.softmax_factor * j_soft + self.hardness_weight * j_sim + self.diversity_weight * j_div)
         result = {"total": j_gen, "label": j_soft, "hardness": j_sim, "diversity": j_div,
@@ -249,5 +217,5 @@ class GCAHNG(nn.Module):
         self.synthetic_weight.end_epoch()
 
     def extra_repr(self) -> str:
-        return (f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, edges={self.edges!r}, "
-                f"k={self.k}, mixing={self.mixing!r}, negatives_per_class={self.negatives_per_class!r}")
+        return (f"alpha={self.hardness.alpha}, beta={self.synthetic_weight.beta}, "
+                f"synthetic_loss_mode={self.synthetic_loss_mode!r}, synthetic_gradient={self.synthetic_gradient!r}")

@@ -49,11 +49,16 @@ class Synthetics:
         embeddings: ``[S, D]`` synthetic negatives.
         labels: ``[S]`` class of the negatives each row was made from (never its anchor's class).
         anchor_index: ``[S]`` index in the batch of the anchor each row belongs to.
+        edge_ids: ``[M]`` the edges whose candidates were mixed into the rows (ids into the graph's
+            ``edge_index``; with ``negatives_per_class="one"`` only the chosen ones), for losses that read the
+            generator's output on exactly those edges, as a miner hands its tuples to a loss; ``None`` when
+            the rows were not made by :func:`synthesize_negatives`.
     """
 
     embeddings: Tensor
     labels: Tensor
     anchor_index: Tensor
+    edge_ids: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -244,4 +249,5 @@ def synthesize_negatives(
     candidates = hardness_interpolation(work[anchor], work[negative], d_pos[anchor], gamma, lam_c, anchor_gradient)
     weights = mixing_weights(group, keys.numel(), mixing, generator, work.dtype)
     synthetic = scatter(weights.unsqueeze(-1) * candidates, group, dim=0, dim_size=keys.numel(), reduce="sum")
-    return Synthetics(embeddings=synthetic, labels=class_ids[keys % num_cls], anchor_index=keys // num_cls)
+    return Synthetics(embeddings=synthetic, labels=class_ids[keys % num_cls], anchor_index=keys // num_cls,
+                      edge_ids=cand_edges)

@@ -95,7 +95,7 @@ def same_precision(baseline: Trainer, method: Trainer) -> dict:
         z = z_autocast.float()
         base_jm = baseline.metric_loss(z, labels)
         with method._autocast():
-            parts = method.generator.metric_losses(z, labels)
+            parts = method.objective.metric_losses(z, labels)
     return {"backbone_dtype": str(z_autocast.dtype), "baseline_metric_dtype": str(base_jm.dtype),
             "gca_metric_dtype": str(parts["metric"].dtype), "gca_synthetic_dtype": str(parts["synthetic"].dtype),
             "metric_equal": bool(torch.equal(base_jm, parts["metric"]))}

@@ -132,7 +132,7 @@ API_CASES = [
     ("graph-full-with-k", lambda t: _graph(k=3), ValueError, r"k \(3\) is only used with edges='knn'"),
     # layers
     ("layer-unknown", lambda t: gca.create_layer("gat", 16), ValueError,
-     r"unknown layer type 'gat'; registered: gatv2, gca, gen, gine, "),
+     r"unknown layer type 'gat' \(did you mean 'gatv2'\?\); available: gatv2, gca, gen, gine, "),
     ("layer-heads-divide", lambda t: gca.create_layer("gca", 18, heads=4), ValueError,
      r"channels \(18\) must be divisible by heads \(4\)"),
     ("layer-heads-zero", lambda t: gca.create_layer("gca", 16, heads=0), ValueError, r"heads must be >= 1, got 0"),
@@ -144,7 +144,7 @@ API_CASES = [
      r"num_layers must be >= 0, got -1"),
     # the model
     ("model-unknown-layer", lambda t: gca.GCAHNG(16, 10, layer="nope"), ValueError,
-     r"unknown layer type 'nope'; registered: gatv2, gca"),
+     r"unknown layer type 'nope'(?: \(did you mean '[a-z0-9]+'\?\))?; available: gatv2, gca"),
     ("model-unknown-layer-no-layers", lambda t: gca.GCAHNG(16, 10, num_layers=0, layer="nope"), ValueError,
      r"unknown layer type 'nope'"),
     ("model-dropout-range", lambda t: gca.GCAHNG(16, 10, dropout=2.0), ValueError,
@@ -290,7 +290,8 @@ DATA_CASES = [
     ("sop-missing", lambda t: StanfordOnlineProducts(root=t), FileNotFoundError,
      r"Stanford Online Products: annotation file '.*Ebay_train\.txt' not found; expected layout: "),
     ("dataset-unknown", lambda t: create_dataset("mnist"), ValueError,
-     r"unknown dataset 'mnist'; known datasets: caltech101, "),
+     r"unknown dataset 'mnist' \(did you mean 'omniglot'\?\); available: caltech101, cars196, cub200, imagefolder, "
+     r"inshop, omniglot, sop$"),
     ("transform-unknown", lambda t: build_transforms("rgb", train=True), ValueError,
      r"unknown transform kind 'rgb'; expected one of imagenet, omniglot, tensor, none"),
     ("transform-channels", lambda t: build_transforms("omniglot", train=True, channels=2), ValueError,
@@ -301,7 +302,7 @@ DATA_CASES = [
      r"OmniglotCNN takes 1-channel images \[N, 1, H, W\], got 4 channels \(shape \(2, 4, 8, 8\)\); "
      r"build the transform with channels=1"),
     ("backbone-unknown", lambda t: create_backbone("resnet5"), ValueError,
-     r"unknown backbone 'resnet5'; available: dino_vits16, "),
+     r"unknown backbone 'resnet5' \(did you mean 'resnet50'\?\); available: dino_vits16, "),
     ("weights-missing", lambda t: create_backbone("omniglot_cnn", weights=t / "w.pt"), FileNotFoundError,
      r"weights file not found: '.*w\.pt'"),
     ("weights-garbage", lambda t: create_backbone("omniglot_cnn", weights=_write(t / "w.pt", b"\x80\x02 garbage")),

@@ -81,7 +81,7 @@ def test_node_loss_reaches_gnn_and_embeddings():
     out = model.metric_losses(zz, y)
     out["node"].backward()
     assert zz.grad.abs().sum() > 0
-    assert model.propagation.layers[0].node.query.weight.grad.abs().sum() > 0
+    assert model.generator.propagation.layers[0].node.query.weight.grad.abs().sum() > 0
 
 
 def test_schedules_record_only_in_training():
@@ -145,9 +145,9 @@ def test_variants_synthesise_what_they_say(kwargs):
     # lambda: one weight per channel, or one per edge
     assert out.lam.shape == (num_edges, 1 if kwargs.get("per_channel") is False else 16)
     # num_layers=0: the node states are the projected inputs and the edge states the raw correlations
-    projected = model.propagation.input_proj(z)
+    projected = model.generator.propagation.input_proj(z)
     if kwargs.get("num_layers") == 0:
-        assert len(model.propagation.layers) == 0
+        assert len(model.generator.propagation.layers) == 0
         torch.testing.assert_close(out.edge_states, out.graph.edge_attr)
         torch.testing.assert_close(out.node_states, projected)
     else:
@@ -178,12 +178,12 @@ def test_variants_synthesise_what_they_say(kwargs):
     zz = z.clone().requires_grad_(True)
     model.metric_losses(zz, y)["total"].backward()
     assert zz.grad.abs().sum() > 0
-    assert model.lambda_head.linear.weight.grad is None
-    assert model.node_head.linear.weight.grad.abs().sum() > 0
+    assert model.generator.lambda_head.linear.weight.grad is None
+    assert model.generator.node_head.linear.weight.grad.abs().sum() > 0
     model.zero_grad(set_to_none=True)
     model.generator_losses(zz, y)["total"].backward()
-    assert model.lambda_head.linear.weight.grad.abs().sum() > 0
-    prop_grads = [p.grad for p in model.propagation.parameters()]
+    assert model.generator.lambda_head.linear.weight.grad.abs().sum() > 0
+    prop_grads = [p.grad for p in model.generator.propagation.parameters()]
     if kwargs.get("num_layers") == 0:
         assert all(g is None for g in prop_grads)
     else:
@@ -205,8 +205,8 @@ def test_bfloat16_autocast_on_cpu():
     z, y = _batch()
     model = gca.GCAHNG(16, 10, num_layers=1, dropout=0.0)
     seen = {}
-    model.propagation.input_proj.register_forward_hook(lambda m, i, o: seen.update(gnn=o.dtype))
-    model.lambda_head.register_forward_hook(lambda m, i, o: seen.update(lam=o.dtype))
+    model.generator.propagation.input_proj.register_forward_hook(lambda m, i, o: seen.update(gnn=o.dtype))
+    model.generator.lambda_head.register_forward_hook(lambda m, i, o: seen.update(lam=o.dtype))
     runs = {}
     for amp in (False, True):
         model.zero_grad(set_to_none=True)

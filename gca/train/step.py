@@ -1,23 +1,47 @@
-"""One training iteration: the three phases of METHOD 2.6, or the metric loss alone for the baseline.
+"""One training iteration: the three phases of METHOD 2.6, for any :class:`gca.objective.Objective`.
 
-Phase A  embedding network (+ GNN through J_gce): ``J_m + w_syn J_syn + J_gce``, value-clipped, two steps.
-Phase B  classifier on detached embeddings.
-Phase C  generator: a second GNN pass from detached embeddings, ``J_gen``, one more GNN step.
+Phase A  embedding network (+ the generator through its node loss): ``objective.metric_losses``, value-clipped;
+         the metric optimiser steps, then (with a learned generator) the generator optimiser.
+Phase B  the classifier on detached embeddings (``objective.classifier_loss``).
+Phase C  the generator: ``objective.generator_losses`` (a second pass from detached embeddings), one more
+         generator step.
 
+The baseline (:class:`gca.objective.MetricLossObjective`) and HDML's interpolation have no phases B and C.
 A phase whose loss is NaN or infinite raises :class:`NonFiniteLossError` before its backward pass: that
 phase and the ones after it change no parameter (the trainer's ``solver.nonfinite`` decides what follows).
+Like timm's ``train_one_epoch``, the step takes every model, optimiser and the autocast context as arguments.
 """
 from __future__ import annotations
 
-from typing import Dict
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Dict, Iterable, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils import clip_grad_value_
+from torch.optim import Optimizer
+
+from gca.objective import Objective
 
 
 class NonFiniteLossError(FloatingPointError):
     """A phase's loss is NaN or infinite; raised before its backward pass, so that phase updates nothing."""
+
+
+@dataclass
+class Optimisers:
+    """The optimisers of one step.
+
+    Attributes:
+        metric: the embedding network's, with the metric loss's parameters (proxies).
+        generator: the generator's (GNN and heads; the authors' ``opt_gnn``), when the objective trains one.
+        classifier: the label-preservation classifier's (the authors' ``opt_s``), likewise.
+    """
+
+    metric: Optimizer
+    generator: Optional[Optimizer] = None
+    classifier: Optional[Optimizer] = None
 
 
 def _check_finite(loss: Tensor, phase: str, step: int, logs: Dict[str, float]) -> None:
@@ -26,65 +50,75 @@ def _check_finite(loss: Tensor, phase: str, step: int, logs: Dict[str, float]) -
         raise NonFiniteLossError(f"non-finite {phase} loss at step {step + 1} ({parts})")
 
 
-def _clip(params, value) -> None:
+def _clip(params: Iterable[nn.Parameter], value: Optional[float]) -> None:
     if value is not None:
         clip_grad_value_([p for p in params if p.grad is not None], value)
 
 
-def _metric_params(trainer):
-    for group in trainer.opt_metric.param_groups:
+def _params(optimiser: Optimizer):
+    for group in optimiser.param_groups:
         yield from group["params"]
 
 
-def train_step(trainer, images: Tensor, labels: Tensor) -> Dict[str, float]:
-    """Run one iteration on ``trainer``'s models and optimisers; returns the losses as floats."""
-    clip = trainer.cfg.solver.grad_clip_value
-    gen = trainer.generator
-    trainer.opt_metric.zero_grad(set_to_none=True)
-    if trainer.opt_gnn is not None:
-        trainer.opt_gnn.zero_grad(set_to_none=True)
-    with trainer._autocast():
-        z = trainer.model(images)
-    # the backbone (and the GNN, inside metric_losses) run under autocast; every loss is computed in float32,
-    # for the baseline here and for GCA-HNG/HDML inside their modules, so the two compare in one precision
+def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: Tensor, optimisers: Optimisers, *,
+               amp_autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+               clip_value: Optional[float] = None, step: int = 0) -> Dict[str, float]:
+    """Run one iteration; returns the losses (and the generator's diagnostics) as floats.
+
+    Args:
+        model: the embedding network (images -> embeddings).
+        objective: the method (:class:`gca.objective.Objective`).
+        images, labels: the batch, on the model's device.
+        optimisers: see :class:`Optimisers`; ``generator`` and ``classifier`` are needed exactly when
+            ``objective.trains_generator``.
+        amp_autocast: a factory of the autocast context for the forward passes (``contextlib.nullcontext``
+            for full precision); every loss is computed in float32 either way.
+        clip_value: gradient value clipping of each optimiser's parameters (``None``: none).
+        step: the step's index, for error messages.
+    """
+    trains_generator = objective.trains_generator
+    if trains_generator and (optimisers.generator is None or optimisers.classifier is None):
+        raise ValueError(f"{type(objective).__name__} trains a generator: train_step needs "
+                         f"optimisers.generator and optimisers.classifier")
+    optimisers.metric.zero_grad(set_to_none=True)
+    if trains_generator:
+        optimisers.generator.zero_grad(set_to_none=True)
+    with amp_autocast():
+        z = model(images)
     z = z.float()
     logs: Dict[str, float] = {}
 
-    # phase A
-    if gen is None:
-        loss = trainer.metric_loss(z, labels)
-        logs["metric"] = loss.item()
-    else:
-        with trainer._autocast():
-            parts = gen.metric_losses(z, labels)
-        loss = parts["total"]
-        logs.update({k: float(v.detach()) for k, v in parts.items() if k != "total"})
+    # phase A (the GNN runs under autocast inside the objective; its losses are float32)
+    with amp_autocast():
+        parts = objective.metric_losses(z, labels)
+    loss = parts["total"]
+    logs.update({k: float(v.detach()) for k, v in parts.items() if k != "total"})
     logs["total"] = loss.item()
-    _check_finite(loss, "metric (phase A)", trainer.step, logs)
+    _check_finite(loss, "metric (phase A)", step, logs)
     loss.backward()
-    _clip(_metric_params(trainer), clip)
-    trainer.opt_metric.step()
-    if trainer.opt_gnn is None:
+    _clip(_params(optimisers.metric), clip_value)
+    optimisers.metric.step()
+    if not trains_generator:
         return logs
-    _clip(gen.generator_parameters(), clip)
-    trainer.opt_gnn.step()
+    _clip(_params(optimisers.generator), clip_value)
+    optimisers.generator.step()
 
     # phase B
-    trainer.opt_cls.zero_grad(set_to_none=True)
-    cls_loss = gen.classifier_loss(z, labels)
-    _check_finite(cls_loss, "classifier (phase B)", trainer.step, {"classifier": cls_loss.item()})
+    optimisers.classifier.zero_grad(set_to_none=True)
+    cls_loss = objective.classifier_loss(z, labels)
+    _check_finite(cls_loss, "classifier (phase B)", step, {"classifier": cls_loss.item()})
     cls_loss.backward()
-    trainer.opt_cls.step()
+    optimisers.classifier.step()
     logs["classifier"] = cls_loss.item()
 
     # phase C
-    trainer.opt_gnn.zero_grad(set_to_none=True)
-    with trainer._autocast():
-        g = gen.generator_losses(z, labels)
-    _check_finite(g["total"], "generator (phase C)", trainer.step, {"generator": g["total"].item()})
+    optimisers.generator.zero_grad(set_to_none=True)
+    with amp_autocast():
+        g = objective.generator_losses(z, labels)
+    _check_finite(g["total"], "generator (phase C)", step, {"generator": g["total"].item()})
     g["total"].backward()
-    _clip(gen.generator_parameters(), clip)
-    trainer.opt_gnn.step()
+    _clip(_params(optimisers.generator), clip_value)
+    optimisers.generator.step()
     logs.update({"generator": g["total"].item(), "gen_label": g["label"].item(), "gen_hardness": g["hardness"].item(),
                  "gen_diversity": g["diversity"].item()})
     logs.update({k: float(v) for k, v in g.items() if k.startswith("diag_")})

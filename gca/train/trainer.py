@@ -28,10 +28,11 @@ from gca.data.registry import canonical_name
 from gca.evaluation import retrieval_metrics
 from gca.losses import create_metric_loss
 from gca.model import GCAHNG
+from gca.objective import MetricLossObjective, Objective
 from gca.io import atomic_save
 from gca.train.checkpoint import CheckpointError, config_difference, load_checkpoint, rng_state, set_rng_state
 from gca.train.config import RunConfig, save_config
-from gca.train.step import NonFiniteLossError, train_step
+from gca.train.step import NonFiniteLossError, Optimisers, train_step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,7 +77,7 @@ class Trainer:
         self.amp_dtype = self._amp_dtype()
         self._build_model()
         self._build_data()
-        self._build_generator()
+        self._build_objective()
         self._build_optimisers()
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.best: Optional[Dict[str, Any]] = None
@@ -158,20 +159,20 @@ class Trainer:
                                           "weights": m.weights, "pretrained": m.pretrained},
                                num_workers=d.num_workers, progress=self.progress)
 
-    def _build_generator(self) -> None:
+    def _build_objective(self) -> None:
+        """The method: the metric loss alone (``gca.enabled: false``), HDML's interpolation, or GCA-HNG."""
         cfg, g = self.cfg, self.cfg.gca
         self.metric_loss = create_metric_loss(cfg.loss.metric, self.num_train_classes, cfg.model.embedding_dim,
                                               **cfg.loss.metric_kwargs).to(self.device)
-        self.generator: Optional[nn.Module] = None
         if not g.enabled:
-            return
-        if g.generator == "hdml":
-            self.generator = HDMLInterpolation(g.alpha, metric_loss=self.metric_loss,
+            self.objective: Objective = MetricLossObjective(self.metric_loss)
+        elif g.generator == "hdml":
+            self.objective = HDMLInterpolation(g.alpha, metric_loss=self.metric_loss,
                                                synthetic_loss_mode=g.synthetic_loss_mode,
                                                schedule_scale=g.schedule_scale,
                                                synthetic_gradient=g.synthetic_gradient)
         else:
-            self.generator = GCAHNG(
+            self.objective = GCAHNG(
                 cfg.model.embedding_dim, self.num_train_classes, num_layers=g.num_layers, heads=g.heads,
                 layer=g.layer, dropout=g.dropout, layer_kwargs=g.layer_kwargs, edges=g.edges, k=g.k,
                 self_loops=g.self_loops, per_channel=g.per_channel, negatives_per_class=g.negatives_per_class,
@@ -181,7 +182,7 @@ class Trainer:
                 metric_loss=self.metric_loss, symmetric_edges=g.symmetric_edges, schedule_scale=g.schedule_scale,
                 synthetic_loss_mode=g.synthetic_loss_mode, synthetic_gradient=g.synthetic_gradient,
                 diagnostics=g.diagnostics)
-        self.generator.to(self.device)
+        self.objective.to(self.device)
 
     def _build_optimisers(self) -> None:
         s = self.cfg.solver
@@ -195,11 +196,15 @@ class Trainer:
         self.opt_metric = torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
         self.sched_metric = torch.optim.lr_scheduler.StepLR(self.opt_metric, s.lr_decay_epochs, s.lr_decay_gamma)
         self.opt_gnn = self.opt_cls = self.sched_gnn = None
-        if getattr(self.generator, "has_generator", False):
-            self.opt_gnn = torch.optim.AdamW(self.generator.generator_parameters(), lr=s.gnn_lr,
+        if self.objective.trains_generator:
+            self.opt_gnn = torch.optim.AdamW(self.objective.generator_parameters(), lr=s.gnn_lr,
                                              weight_decay=s.weight_decay)
             self.sched_gnn = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_gnn, T_max=s.epochs)
-            self.opt_cls = torch.optim.AdamW(self.generator.classifier_parameters(), lr=s.classifier_lr)
+            self.opt_cls = torch.optim.AdamW(self.objective.classifier_parameters(), lr=s.classifier_lr)
+
+    @property
+    def optimisers(self) -> Optimisers:
+        return Optimisers(metric=self.opt_metric, generator=self.opt_gnn, classifier=self.opt_cls)
 
     # ------------------------------------------------------------------------------ state
     @staticmethod
@@ -224,7 +229,7 @@ class Trainer:
             "history": self.history, "epoch_totals": self.epoch_totals, "nonfinite_in_row": self.nonfinite_in_row,
             "metrics_lines": self._metrics_lines,
             "model": self.model.state_dict(), "metric_loss": self.metric_loss.state_dict(),
-            "generator": sd(self.generator), "opt_metric": sd(self.opt_metric), "opt_gnn": sd(self.opt_gnn),
+            "objective": sd(self.objective), "opt_metric": sd(self.opt_metric), "opt_gnn": sd(self.opt_gnn),
             "opt_cls": sd(self.opt_cls), "sched_metric": sd(self.sched_metric), "sched_gnn": sd(self.sched_gnn),
             "rng": rng_state(), "data_rng": self.data_rng,
         }
@@ -235,13 +240,13 @@ class Trainer:
         if difference:
             raise CheckpointError(f"checkpoint {source} was written by a different config ({difference}); "
                                   f"resume with that config or start a new run (another name=)")
-        for name in ("generator", "opt_metric", "opt_gnn", "opt_cls", "sched_metric", "sched_gnn"):
+        for name in ("objective", "opt_metric", "opt_gnn", "opt_cls", "sched_metric", "sched_gnn"):
             if (getattr(self, name) is None) != (state.get(name) is None):
                 raise CheckpointError(f"checkpoint {source} and the config disagree about {name!r} (GCA-HNG on/off?)")
         try:
             self.model.load_state_dict(state["model"])
             self.metric_loss.load_state_dict(state["metric_loss"])
-            for name in ("generator", "opt_metric", "opt_gnn", "opt_cls", "sched_metric", "sched_gnn"):
+            for name in ("objective", "opt_metric", "opt_gnn", "opt_cls", "sched_metric", "sched_gnn"):
                 if getattr(self, name) is not None:
                     getattr(self, name).load_state_dict(state[name])
         except (RuntimeError, KeyError, ValueError) as exc:
@@ -374,8 +379,7 @@ class Trainer:
         self._set_warmup()
         self.sampler.set_epoch(self.epoch)
         self.model.train()
-        if self.generator is not None:
-            self.generator.train()
+        self.objective.train()
         totals = self.epoch_totals
         skip = self.step_in_epoch
         # the sampler is seeded by (seed, epoch): on a mid-epoch resume, replay its batches from where
@@ -427,7 +431,8 @@ class Trainer:
         """One training step; ``None`` when ``solver.nonfinite="skip"`` skipped it for a NaN/inf loss."""
         s = self.cfg.solver
         try:
-            logs = train_step(self, images, labels)
+            logs = train_step(self.model, self.objective, images, labels, self.optimisers, amp_autocast=self._autocast,
+                              clip_value=s.grad_clip_value, step=self.step)
         except NonFiniteLossError as exc:
             if s.nonfinite == "raise":
                 raise
@@ -474,18 +479,14 @@ class Trainer:
         checkpoint, then ``best.pt``. A kill anywhere before the checkpoint redoes all of it on resume (each
         part is a function of the checkpointed state); a kill after it only rewrites ``best.pt``."""
         totals = self.epoch_totals
-        if self.generator is not None:
-            self.generator.end_epoch()
+        self.objective.end_epoch()
         self.sched_metric.step()
         if self.sched_gnn is not None:
             self.sched_gnn.step()
         record = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "seconds": totals["seconds"],
                   "steps": totals["count"] + totals["nonfinite"], "nonfinite_steps": totals["nonfinite"],
                   **{k: v / max(totals["count"], 1) for k, v in totals["sums"].items()}}
-        if self.generator is not None:
-            record["next_gamma"] = float(self.generator.hardness.factor())
-            if hasattr(self.generator, "synthetic_weight"):
-                record["next_synthetic_weight"] = float(self.generator.synthetic_weight.factor())
+        record.update({f"next_{k}": v for k, v in self.objective.schedule_factors().items()})
         self._log(record)
         self.epoch += 1
         self.step_in_epoch = 0

@@ -125,10 +125,11 @@ def test_unknown_backbone_and_registration():
         with pytest.raises(TypeError, match="num_features"):
             create_backbone("_test_bad")
     finally:
-        from gca.backbones import registry
+        from gca.backbones import BACKBONES
 
-        registry._BACKBONES.pop("_test_tiny", None)
-        registry._BACKBONES.pop("_test_bad", None)
+        for name in ("_test_tiny", "_test_bad"):
+            if name in BACKBONES:
+                BACKBONES.unregister(name)
 
 
 # ----------------------------------------------------------------------------- efficientnet offline weights

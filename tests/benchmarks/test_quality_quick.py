@@ -50,8 +50,23 @@ def test_quality_quick_runs_and_writes_rows(tmp_path):
         cells = " | ".join(f"{100 * row['mean'][m]:.2f} ± 0.00" for m in metrics)
         assert f"| {row['method']} | {cells} |" in md
     diff = 100 * (gca["runs"][0]["R@1"] - base["runs"][0]["R@1"])
-    assert f"| {diff:+.2f} ± inf (within noise of N-pair) |" in md
+    assert f"| {diff:+.2f} ± inf (within noise of N-pair; sign-flip p = 1) |" in md
     assert "| (baseline) |" in md
     for name in ("quality_recall.png", "projection_omniglot-smoke.png"):
         with Image.open(out / name) as image:
             assert image.size[0] > 500 and image.size[1] > 300
+
+
+def test_sign_flip_p_value_against_enumeration():
+    import itertools
+
+    import numpy as np
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from quality import sign_flip_p_value
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 5):
+        diffs = rng.normal(0.5, 1.0, size=n)
+        hits = [abs(np.mean(np.array(s) * diffs)) >= abs(diffs.mean()) - 1e-12
+                for s in itertools.product([-1, 1], repeat=n)]
+        assert sign_flip_p_value(diffs) == sum(hits) / len(hits)
+    assert sign_flip_p_value(np.array([1.0, 2.0, 3.0, 4.0, 5.0])) == 2 / 32    # all positive: the smallest p

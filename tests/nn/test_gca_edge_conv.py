@@ -2,7 +2,7 @@ import torch
 
 from gca.graph import build_batch_graph
 from gca.nn import GCAEdgeConv
-from gca.nn.dense import dense_correlation, dense_edge_update
+from gca.testing.dense import dense_correlation, dense_edge_update
 
 
 def _graph(n=10, d=16, seed=0):

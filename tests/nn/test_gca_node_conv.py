@@ -3,7 +3,7 @@ import torch
 
 from gca.graph import build_batch_graph
 from gca.nn import GCANodeConv
-from gca.nn.dense import dense_correlation, dense_node_update
+from gca.testing.dense import dense_correlation, dense_node_update
 
 
 def _graph(n=12, d=16, classes=4, seed=0):
@@ -17,8 +17,9 @@ def _graph(n=12, d=16, classes=4, seed=0):
 def test_shapes_and_attention_mask():
     z, y, g = _graph()
     conv = GCANodeConv(16, heads=4).double()
-    out, alpha = conv(g.x, g.edge_index, g.edge_attr, g.same_class, return_attention_weights=True)
+    out, (edge_index, alpha) = conv(g.x, g.edge_index, g.edge_attr, g.same_class, return_attention_weights=True)
     assert out.shape == (12, 16)
+    assert edge_index is g.edge_index
     assert alpha.shape == (g.edge_index.shape[1], 4)
     assert torch.all(alpha[g.same_class] == 0)        # self-loops and same-class pairs get nothing
     assert torch.all(alpha[~g.same_class] > 0)
@@ -29,7 +30,7 @@ def test_shapes_and_attention_mask():
 def test_plain_softmax_sums_to_one():
     z, y, g = _graph()
     conv = GCANodeConv(16, heads=2, zero_logit=False).double()
-    _, alpha = conv(g.x, g.edge_index, g.edge_attr, g.same_class, return_attention_weights=True)
+    _, (_, alpha) = conv(g.x, g.edge_index, g.edge_attr, g.same_class, return_attention_weights=True)
     sums = torch.zeros(12, 2, dtype=alpha.dtype).index_add_(0, g.edge_index[1], alpha)
     assert torch.allclose(sums, torch.ones_like(sums))
 
@@ -68,3 +69,44 @@ def test_compile_matches_eager():
     compiled = torch.compile(conv)
     torch.testing.assert_close(compiled(g.x, g.edge_index, g.edge_attr, g.same_class), expected,
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("edge_aggr", ["sum", "mean"])
+def test_sparse_matches_dense_on_a_knn_graph(edge_aggr):
+    """Unequal in-degrees: the mean of the edge-to-node message divides by each node's own in-degree."""
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(12, 16, generator=gen, dtype=torch.float64)
+    y = torch.arange(12) % 4
+    g = build_batch_graph(z, y, edges="knn", k=3)
+    edge_index = g.edge_index.flip(0)           # reversed, so that the in-degrees differ
+    assert torch.bincount(edge_index[1]).unique().numel() > 1
+    conv = GCANodeConv(16, heads=4, edge_aggr=edge_aggr).double()
+    sparse = conv(g.x, edge_index, g.edge_attr, g.same_class)
+    src, dst = edge_index
+    adjacency = torch.zeros(12, 12, dtype=torch.bool)
+    adjacency[src, dst] = True
+    edges = torch.zeros(12, 12, 16, dtype=torch.float64)
+    edges[src, dst] = g.edge_attr
+    dense = dense_node_update(conv, g.x, edges, adjacency, y[:, None] == y[None, :])
+    torch.testing.assert_close(sparse, dense)
+
+
+def test_attention_and_edge_messages_go_through_propagate():
+    z, y, g = _graph()
+    conv = GCANodeConv(16, heads=4, edge_aggr="mean").double()
+    seen = []
+    for module in (conv, conv.edge_messages):
+        module.register_propagate_forward_hook(lambda mod, inputs, out: seen.append((type(mod).__name__, out.shape)))
+    conv(g.x, g.edge_index, g.edge_attr, g.same_class)
+    assert seen == [("GCANodeConv", (12, 4, 4)), ("EdgeMessageAggregation", (12, 16))]
+    assert conv.edge_messages.aggr == "mean" and list(conv.edge_messages.parameters()) == []
+
+
+def test_attention_weights_are_returned_before_dropout():
+    z, y, g = _graph()
+    conv = GCANodeConv(16, heads=4, dropout=0.5).double().train()
+    torch.manual_seed(0)
+    out, (_, alpha) = conv(g.x, g.edge_index, g.edge_attr, g.same_class, return_attention_weights=True)
+    _, (_, alpha_eval) = conv.eval()(g.x, g.edge_index, g.edge_attr, g.same_class, return_attention_weights=True)
+    torch.testing.assert_close(alpha, alpha_eval)
+    assert not torch.allclose(out, conv(g.x, g.edge_index, g.edge_attr, g.same_class))

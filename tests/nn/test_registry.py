@@ -2,8 +2,7 @@ import pytest
 import torch
 
 import gca
-from gca.nn import GraphPropagation, PyGConvBlock, create_layer, list_layers, register_layer
-from gca.nn.dense import dense_propagation
+from gca.nn import PyGConvBlock, create_layer, list_layers, register_layer
 
 
 def _graph(n=12, d=16):
@@ -56,42 +55,3 @@ def test_unknown_layer_and_bad_heads():
         create_layer("nope", 16)
     with pytest.raises(ValueError, match="divisible"):
         create_layer("gatv2", 18, heads=4)
-
-
-@pytest.mark.parametrize("layers", [0, 1, 2])
-def test_stack_matches_dense_reference(layers):
-    torch.manual_seed(1)
-    z = torch.randn(9, 16, dtype=torch.float64)
-    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3])
-    prop = GraphPropagation(16, num_layers=layers, heads=4).double().eval()
-    g = gca.build_batch_graph(z, y)
-    h, e = prop(g.x, g.edge_index, g.edge_attr, g.same_class)
-    h_ref, e_ref = dense_propagation(prop, z, y)
-    torch.testing.assert_close(h, h_ref)
-    torch.testing.assert_close(e, e_ref[g.edge_index[0], g.edge_index[1]])
-
-
-@pytest.mark.parametrize("name", list_layers())
-def test_symmetric_pair_propagation_equals_directed(name):
-    torch.manual_seed(2)
-    z = torch.randn(10, 16, dtype=torch.float64)
-    y = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 3, 3])
-    prop = GraphPropagation(16, num_layers=2, heads=4, layer=name).double().eval()
-    if not prop.supports_pairs:
-        pytest.skip(f"{name} has no pair mode")
-    for loops in (True, False):
-        g = gca.build_batch_graph(z, y, self_loops=loops)
-        h, e = prop(g.x, g.edge_index, g.edge_attr, g.same_class)
-        h_sym, e_sym = prop(g.x, g.edge_index, g.edge_attr, g.same_class, symmetric=True)
-        torch.testing.assert_close(h_sym, h)
-        torch.testing.assert_close(e_sym, e)
-
-
-def test_symmetric_propagation_rejects_one_way_edges():
-    z, y = torch.randn(8, 16), torch.arange(8) % 3
-    g = gca.build_batch_graph(z, y, edges="knn", k=2)
-    prop = GraphPropagation(16, num_layers=1, heads=4)
-    with pytest.raises(ValueError, match="reverse of every edge"):
-        prop(g.x, g.edge_index, g.edge_attr, g.same_class, symmetric=True)
-    with pytest.raises(ValueError, match="symmetric_edges needs edges='full'"):
-        gca.GCAHNG(16, 5, edges="knn", k=3, symmetric_edges=True)

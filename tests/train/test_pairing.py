@@ -21,9 +21,9 @@ def test_same_seed_same_augmented_batches_whatever_the_model_draws(tmp_path, mon
     seen = {}
     real_step = trainer_module.train_step
 
-    def recording_step(trainer, images, labels):
-        seen.setdefault(trainer.cfg.name, []).append((images.clone(), labels.clone()))
-        return real_step(trainer, images, labels)
+    def recording_step(model, objective, images, labels, optimisers, **kwargs):
+        seen.setdefault(type(objective).__name__, []).append((images.clone(), labels.clone()))
+        return real_step(model, objective, images, labels, optimisers, **kwargs)
     monkeypatch.setattr(trainer_module, "train_step", recording_step)
     for name, generator in (("baseline", "gca.enabled=false"), ("hdml", "gca.generator=hdml"), ("gca", "gca.enabled=true")):
         cfg = load_config(None, [
@@ -33,11 +33,11 @@ def test_same_seed_same_augmented_batches_whatever_the_model_draws(tmp_path, mon
             "gca.heads=2", "solver.epochs=1", "solver.max_steps=3", "plots=false", f"output_dir={tmp_path / 'runs'}",
             f"name={name}", generator])
         Trainer(cfg, progress=False).fit()
-    assert len(seen["baseline"]) == 3
+    assert len(seen["MetricLossObjective"]) == 3
     for step in range(3):
-        base_images, base_labels = seen["baseline"][step]
-        for other in ("hdml", "gca"):
+        base_images, base_labels = seen["MetricLossObjective"][step]
+        for other in ("HDMLInterpolation", "GCAHNG"):
             assert torch.equal(seen[other][step][1], base_labels)
             assert torch.equal(seen[other][step][0], base_images), (other, step)
     # the augmentation is random: the same items in two steps would not look alike (a real transform ran)
-    assert not torch.equal(seen["baseline"][0][0], seen["baseline"][1][0])
+    assert not torch.equal(seen["MetricLossObjective"][0][0], seen["MetricLossObjective"][1][0])

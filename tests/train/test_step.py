@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gca.baselines import HDMLInterpolation
 from gca.train import Trainer, load_config
 from gca.train.step import train_step
 
@@ -34,9 +35,14 @@ def _trainer(tmp_path, *extra, name="run"):
         "device=cpu", f"name={name}", *extra])
     trainer = Trainer(cfg, progress=False)
     trainer.model.train()
-    if trainer.generator is not None:
-        trainer.generator.train()
+    trainer.objective.train()
     return trainer
+
+
+def _step(trainer, images, labels):
+    """train_step with the trainer's own models, objective, optimisers and clip value."""
+    return train_step(trainer.model, trainer.objective, images, labels, trainer.optimisers,
+                      amp_autocast=trainer._autocast, clip_value=trainer.cfg.solver.grad_clip_value)
 
 
 def _batch(seed=0):
@@ -47,9 +53,7 @@ def _batch(seed=0):
 def _named_parameters(trainer):
     """Every parameter of the run once, by a readable name (the generator holds the metric loss too)."""
     named = {}
-    for prefix, module in (("model.", trainer.model), ("loss.", trainer.metric_loss), ("gen.", trainer.generator)):
-        if module is None:
-            continue
+    for prefix, module in (("model.", trainer.model), ("loss.", trainer.metric_loss), ("gen.", trainer.objective)):
         for name, p in module.named_parameters():
             if all(p is not q for q in named.values()):
                 named[prefix + name] = p
@@ -93,18 +97,18 @@ def _optimiser_steps(opt, p):
 
 def test_gca_step_moves_each_parameter_set_with_its_own_optimiser(tmp_path):
     trainer = _trainer(tmp_path, "loss.metric=proxy_anchor")
-    gen = trainer.generator
+    gen = trainer.objective
     params, calls = _record_steps(trainer)
     embedding = _names(trainer, [p for p in trainer.model.parameters() if p.requires_grad])
     proxies = _names(trainer, trainer.metric_loss.parameters())
     gnn = _names(trainer, gen.generator_parameters())
-    lam_head = _names(trainer, gen.lambda_head.parameters()) & gnn
-    node_head = _names(trainer, gen.node_head.parameters()) & gnn
+    lam_head = _names(trainer, gen.generator.lambda_head.parameters()) & gnn
+    node_head = _names(trainer, gen.generator.node_head.parameters()) & gnn
     classifier = _names(trainer, gen.classifier_parameters())
     assert proxies and lam_head and node_head and len(classifier) == 2
     before = {n: p.detach().clone() for n, p in params.items()}
 
-    logs = train_step(trainer, *_batch())
+    logs = _step(trainer, *_batch())
 
     # the order of METHOD 2.6: embedding network, GNN (J_gce), classifier, GNN (J_gen)
     assert [c["opt"] for c in calls] == ["opt_metric", "opt_gnn", "opt_cls", "opt_gnn"]
@@ -115,23 +119,23 @@ def test_gca_step_moves_each_parameter_set_with_its_own_optimiser(tmp_path):
     assert not classifier & set(metric["grads"])
     # the GNN's first step: J_gce through the node states; lambda is detached in phase A
     assert gnn_a["changed"] <= gnn
-    assert node_head <= gnn_a["changed"] and "gen.propagation.input_proj.weight" in gnn_a["changed"]
+    assert node_head <= gnn_a["changed"] and "gen.generator.propagation.input_proj.weight" in gnn_a["changed"]
     assert not lam_head & gnn_a["changed"]
     # phase B: the classifier and nothing else
     assert cls["changed"] == classifier
     # phase C: J_gen trains lambda's head through the edges, never the node classifier
     assert gnn_c["changed"] <= gnn
-    assert lam_head <= gnn_c["changed"] and "gen.propagation.input_proj.weight" in gnn_c["changed"]
+    assert lam_head <= gnn_c["changed"] and "gen.generator.propagation.input_proj.weight" in gnn_c["changed"]
     assert not node_head & gnn_c["changed"]
     assert gnn_a["changed"] | gnn_c["changed"] == gnn
     # nothing moved outside these four steps
     moved = {n for n, p in params.items() if not torch.equal(before[n], p.detach())}
     assert moved == embedding | proxies | gnn | classifier
     # the optimisers' own counters: the GNN stepped twice on the parameters both phases reach
-    input_proj = gen.propagation.input_proj.weight
+    input_proj = gen.generator.propagation.input_proj.weight
     assert _optimiser_steps(trainer.opt_gnn, input_proj) == 2
-    assert _optimiser_steps(trainer.opt_gnn, gen.node_head.linear.weight) == 1
-    assert _optimiser_steps(trainer.opt_gnn, gen.lambda_head.linear.weight) == 1
+    assert _optimiser_steps(trainer.opt_gnn, gen.generator.node_head.linear.weight) == 1
+    assert _optimiser_steps(trainer.opt_gnn, gen.generator.lambda_head.linear.weight) == 1
     assert _optimiser_steps(trainer.opt_cls, gen.classifier.weight) == 1
     assert all(_optimiser_steps(trainer.opt_metric, p) == 1 for p in trainer.model.head_parameters())
     assert {"metric", "synthetic", "node", "classifier", "generator", "total"} <= set(logs)
@@ -149,12 +153,12 @@ def test_baseline_and_hdml_step_only_the_embedding_network(tmp_path, extra):
     with torch.no_grad():
         z0 = reference_model(images)                       # train mode: the same batch statistics
         expected_metric = trainer.metric_loss(z0, labels).item()
-    logs = train_step(trainer, images, labels)
+    logs = _step(trainer, images, labels)
     assert [c["opt"] for c in calls] == ["opt_metric"]
     assert calls[0]["changed"] == _names(trainer, [p for p in trainer.model.parameters() if p.requires_grad])
     # the logged losses are those of the batch before the update
     assert logs["metric"] == pytest.approx(expected_metric, rel=1e-5)
-    if trainer.generator is None:
+    if not isinstance(trainer.objective, HDMLInterpolation):
         assert set(logs) == {"metric", "total"} and logs["total"] == logs["metric"]
     else:
         assert logs["synthetic"] > 0
@@ -169,7 +173,7 @@ def test_value_clipping_clamps_the_gradients_each_optimiser_sees(tmp_path):
     for name, value in (("free", "null"), ("clipped", clip)):
         trainer = _trainer(tmp_path, f"solver.grad_clip_value={value}", name=name)
         _, calls = _record_steps(trainer)
-        train_step(trainer, *_batch())
+        _step(trainer, *_batch())
         runs[name] = calls
     free, clipped = runs["free"], runs["clipped"]
     # phase A (the embedding network's step and the GNN's first one) starts from the same weights and

@@ -8,6 +8,7 @@ from PIL import Image
 from gca.baselines import HDMLInterpolation
 from gca.cli import main as cli_main
 from gca.model import GCAHNG
+from gca.objective import MetricLossObjective, Objective
 from gca.train import Trainer, load_config
 
 
@@ -77,7 +78,7 @@ def test_training_writes_metrics_checkpoints_and_plots(tmp_path):
     assert result["checkpoint"].startswith("best on validation")
     assert 0 <= result["R@1"] <= 1 and 0 <= result["MAP@R"] <= 1
     # the schedules moved at the epoch ends
-    assert trainer.generator.hardness.previous_mean.item() < 1e6
+    assert trainer.objective.hardness.previous_mean.item() < 1e6
     assert cli_main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 0
 
 
@@ -96,7 +97,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert resumed.step == kill_at and resumed.step_in_epoch == 1
     resumed.fit()
     a, b = straight.state_dict(), resumed.state_dict()
-    for key in ("model", "generator"):
+    for key in ("model", "objective"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     assert json.loads((straight.run_dir / "result.json").read_text())["R@1"] == \
@@ -123,9 +124,10 @@ def test_baseline_and_hdml_run_in_the_same_loop(tmp_path):
         runs[name] = dict(trainer=trainer, initial=initial, inputs=inputs, result=result,
                           train=_train_records(cfg.run_dir))
     base = runs["baseline"]
-    assert base["trainer"].generator is None and base["trainer"].opt_gnn is None
-    assert isinstance(runs["hdml"]["trainer"].generator, HDMLInterpolation) and runs["hdml"]["trainer"].opt_gnn is None
-    assert isinstance(runs["gca"]["trainer"].generator, GCAHNG) and runs["gca"]["trainer"].opt_gnn is not None
+    assert isinstance(base["trainer"].objective, MetricLossObjective) and base["trainer"].opt_gnn is None
+    assert isinstance(runs["hdml"]["trainer"].objective, HDMLInterpolation) and runs["hdml"]["trainer"].opt_gnn is None
+    assert isinstance(runs["gca"]["trainer"].objective, GCAHNG) and runs["gca"]["trainer"].opt_gnn is not None
+    assert all(isinstance(r["trainer"].objective, Objective) for r in runs.values())
     for name, run in runs.items():
         trainer = run["trainer"]
         assert run["result"]["gca"] is (name != "baseline")

@@ -1,4 +1,4 @@
-"""Plain dense PyTorch reference of the GCA layers, on ``[N, N, D]`` edge tensors.
+"""Plain dense PyTorch reference of the GCA layers, on ``[N, N, D]`` edge tensors (a test reference).
 
 Written for clarity, not speed: it shares the parameters of the PyG modules and is what the tests and
 the cost benchmark compare the message-passing path against. Dense edge tensors are indexed

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import gca
-from gca.losses.schedules import HardnessSchedule, SyntheticWeightSchedule
+from gca.schedules import HardnessSchedule, SyntheticWeightSchedule
 from gca.losses import NPairLoss
 
 
@@ -64,3 +64,20 @@ def test_model_schedules_follow_the_scale_and_survive_a_state_dict_round_trip():
     assert gammas["absolute", 10.0] > gammas["absolute", 1.0]      # the authors' form moves with the scale
     with pytest.raises(ValueError, match="schedule scale must be one of"):
         gca.GCAHNG(16, 8, schedule_scale="relative")
+
+
+def test_schedules_follow_previous_epoch_mean_and_survive_state_dict():
+    h, w = HardnessSchedule(alpha=4.0), SyntheticWeightSchedule(beta=30.0)
+    assert h.factor().item() == pytest.approx(math.exp(-4e-6))       # J = 1e6 before the first epoch ends
+    assert w.factor().item() == pytest.approx(1 - math.exp(-3e-5), rel=1e-4)
+    for v in (1.0, 3.0):
+        h.update(torch.tensor(v))
+        w.update(v)
+    assert h.factor().item() == pytest.approx(math.exp(-4e-6))       # unchanged until the epoch ends
+    h.end_epoch()
+    w.end_epoch()
+    assert h.factor().item() == pytest.approx(math.exp(-2.0))
+    assert w.factor().item() == pytest.approx(1 - math.exp(-15.0))
+    restored = HardnessSchedule(alpha=4.0)
+    restored.load_state_dict(h.state_dict())
+    assert restored.factor().item() == pytest.approx(math.exp(-2.0))

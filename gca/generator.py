@@ -1,0 +1,119 @@
+"""``GCAGenerator``: the batch graph, the propagation, the heads and the synthesis settings of GCA-HNG.
+
+This is the part a user swaps and reuses: it turns a batch of embeddings into node and edge states,
+channel weights :math:`\\lambda` and synthetic negatives (METHOD 2.2-2.4). It owns no loss and no schedule;
+:class:`gca.GCAHNG` (the objective) calls it with the current hardness :math:`\\gamma`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Union
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Data
+
+from gca._checks import check_embeddings_and_labels, check_generator_options, check_label_range
+from gca._precision import full_precision
+from gca.graph import build_batch_graph
+from gca.heads import ChannelWeightHead, NodeClassifierHead
+from gca.nn.propagation import GraphPropagation
+from gca.synthesis import Synthetics, synthesize_negatives
+
+
+@dataclass
+class Generation:
+    """Everything one generator pass produces (see :meth:`GCAGenerator.forward`)."""
+
+    graph: Data
+    node_states: Tensor      # [B, D]
+    edge_states: Tensor      # [E, D]
+    lam: Tensor              # [E, D] (or [E, 1] with per_channel=False), float32
+    node_logits: Tensor      # [B, num_classes], float32
+    synthetics: Synthetics   # with the ids of the edges that fed them
+    gamma: Tensor            # hardness factor used
+
+
+class GCAGenerator(nn.Module):
+    r"""The batch graph, the propagation network, the two heads and the synthesis of GCA-HNG.
+
+    Args:
+        embedding_dim: :math:`D`.
+        num_classes: training classes, for the node-classification head (labels in ``[0, num_classes)``).
+        num_layers, heads, layer, dropout, layer_kwargs: the propagation network
+            (:class:`gca.nn.GraphPropagation`); ``num_layers=0`` is the "no propagation" ablation.
+        edges, k, self_loops: the batch graph (:func:`gca.build_batch_graph`).
+        per_channel: one interpolation weight per channel (``False``: one scalar per pair, an ablation).
+        negatives_per_class: ``"all"`` or ``"one"`` sample of each negative class per synthetic.
+        mixing: ``"sequential"``, ``"dirichlet"`` or ``"mean"`` (:func:`gca.synthesis.mixing_weights`).
+        symmetric_edges: keep one edge state per unordered pair (:class:`gca.nn.GraphPropagation`), which
+            halves the edge work on the full graph with the same result; ``"auto"`` uses it whenever the
+            graph is full and the layer type supports it.
+
+    Shapes:
+        embeddings ``[B, D]``, labels ``[B]`` -> :class:`Generation` (``E`` edges, ``S`` synthetics)
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, *, num_layers: int = 2, heads: int = 4,
+                 layer: str = "gca", dropout: float = 0.1, layer_kwargs: Optional[dict] = None,
+                 edges: str = "full", k: Optional[int] = None, self_loops: bool = True, per_channel: bool = True,
+                 negatives_per_class: str = "all", mixing: str = "sequential",
+                 symmetric_edges: Union[str, bool] = "auto"):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        check_generator_options(edges=edges, k=k, mixing=mixing, negatives_per_class=negatives_per_class)
+        self.embedding_dim, self.num_classes = embedding_dim, num_classes
+        self.edges, self.k, self.self_loops = edges, k, self_loops
+        self.negatives_per_class, self.mixing = negatives_per_class, mixing
+        self.propagation = GraphPropagation(embedding_dim, num_layers, heads, layer, dropout, **(layer_kwargs or {}))
+        if symmetric_edges == "auto":
+            symmetric_edges = edges == "full" and self.propagation.supports_pairs
+        elif symmetric_edges and edges != "full":
+            raise ValueError("symmetric_edges needs edges='full' (a knn graph is not symmetric)")
+        self.symmetric_edges = bool(symmetric_edges)
+        self.lambda_head = ChannelWeightHead(embedding_dim, per_channel)
+        self.node_head = NodeClassifierHead(embedding_dim, num_classes)
+
+    def parameters_to_train(self) -> Iterator[nn.Parameter]:
+        """The GNN and its heads (the authors' ``opt_gnn``), frozen ones left out."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def check_inputs(self, embeddings: Tensor, labels: Tensor) -> None:
+        check_embeddings_and_labels(embeddings, labels, min_classes=2)
+        if embeddings.shape[1] != self.embedding_dim:
+            raise ValueError(f"embeddings have D={embeddings.shape[1]} but the model was built for "
+                             f"D={self.embedding_dim}")
+        check_label_range(labels, self.num_classes)
+
+    def forward(self, embeddings: Tensor, labels: Tensor, gamma: Union[float, Tensor] = 1.0, *,
+                detach_lambda: bool = False, anchor_gradient: bool = True,
+                generator: Optional[torch.Generator] = None) -> Generation:
+        """Build the batch graph, propagate, read the heads and synthesise negatives.
+
+        Args:
+            embeddings, labels: the batch.
+            gamma: hardness factor in ``[0, 1]``.
+            detach_lambda: keep the synthesis from training the GNN (phase A).
+            anchor_gradient: see :func:`gca.synthesize_negatives`.
+            generator: a ``torch.Generator`` for the random draws (torch's naming).
+        """
+        self.check_inputs(embeddings, labels)
+        graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops)
+        # the propagation and its heads run in the ambient autocast precision (they are the cost); lambda,
+        # the logits and everything after them in float32, as the baseline's loss
+        node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class,
+                                                    symmetric=self.symmetric_edges)
+        lam = self.lambda_head(edge_states).float()
+        node_logits = self.node_head(node_states).float()
+        gamma = torch.as_tensor(gamma, dtype=torch.float32, device=embeddings.device)
+        with full_precision(embeddings.device):
+            synthetics = synthesize_negatives(embeddings.float(), labels, graph.edge_index,
+                                              lam.detach() if detach_lambda else lam, gamma, self.mixing,
+                                              self.negatives_per_class, generator, anchor_gradient)
+        return Generation(graph, node_states, edge_states, lam, node_logits, synthetics, gamma)
+
+    def extra_repr(self) -> str:
+        return (f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, edges={self.edges!r}, "
+                f"k={self.k}, mixing={self.mixing!r}, negatives_per_class={self.negatives_per_class!r}, "
+                f"symmetric_edges={self.symmetric_edges}")
