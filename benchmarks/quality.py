@@ -37,8 +37,13 @@ PROTOCOLS: Dict[str, dict] = {
         overrides=["solver.epochs=4", "solver.steps_per_epoch=75", "solver.lr_decay_epochs=3", "eval.every_epochs=2"],
         budget="300 steps (4 epochs of 75 batches of 32 classes x 2), small CNN from scratch, D=64, 2-core CPU"),
     "omniglot": dict(
-        config="omniglot", overrides=[],
-        budget="4 full epochs (1088 steps of 32 classes x 2), small CNN from scratch, D=64"),
+        config="omniglot", methods="strong",
+        overrides=["solver.epochs=8", "solver.steps_per_epoch=250", "solver.lr_decay_epochs=3",
+                   # chosen on validation classes: results/search_schedule_scale.md
+                   "gca.schedule_scale=first_epoch", "gca.alpha=1", "gca.beta=1"],
+        budget="2000 steps (8 epochs of 250 batches of 32 classes x 2, LR halved every 750 steps), small CNN from "
+               "scratch, D=64; GCA-HNG with the scale-free schedules (first_epoch, alpha = beta = 1) chosen on "
+               "validation classes; proxy losses with J_syn routed to the negatives (results/search_proxy_routing.md)"),
     "caltech101-effnet": dict(
         config="caltech101_effnet",
         overrides=["solver.epochs=8", "solver.steps_per_epoch=50", "eval.every_epochs=2"],
@@ -258,9 +263,12 @@ def main(argv=None) -> int:
                         help="smoke test: 2 methods, 1 seed, 30 steps on Omniglot (a few minutes)")
     args = parser.parse_args(argv)
     protocols = args.protocol or ["omniglot-quick"]
-    methods = METHODS
+    all_methods = STRONG_METHODS if PROTOCOLS[protocols[0]].get("methods") == "strong" else METHODS
+    methods = all_methods
     if args.methods:
-        methods = [m for m in METHODS if any(s.lower() in m[0].lower() for s in args.methods)]
+        # "+" in a selector would match every GCA-HNG row; match whole labels, or prefixes of the label
+        methods = [m for m in all_methods if any(m[0].lower() == s.lower() or
+                                                 m[0].lower().startswith(s.lower()) for s in args.methods)]
     if args.quick:
         PROTOCOLS["omniglot-smoke"] = dict(
             config="omniglot", overrides=["solver.epochs=2", "solver.steps_per_epoch=15", "eval.every_epochs=2"],
