@@ -291,14 +291,15 @@ def main(argv=None) -> int:
     done = 0
     for proto_name in protocols:
         protocol = PROTOCOLS[proto_name]
-        for label, overrides in methods:
-            row = next((r for r in rows if r["dataset"] == proto_name and r["method"] == label), None)
-            if row is None:
-                row = {"dataset": proto_name, "method": label, "budget": protocol["budget"],
-                       "settings": {"config": protocol["config"], "overrides": protocol["overrides"] + overrides},
-                       "environment": env, "runs": []}
-                rows.append(row)
-            for seed in args.seeds:
+        # seed-major: an interrupted table still holds complete seed-paired comparisons
+        for seed in args.seeds:
+            for label, overrides in methods:
+                row = next((r for r in rows if r["dataset"] == proto_name and r["method"] == label), None)
+                if row is None:
+                    row = {"dataset": proto_name, "method": label, "budget": protocol["budget"],
+                           "settings": {"config": protocol["config"], "overrides": protocol["overrides"] + overrides},
+                           "environment": env, "runs": []}
+                    rows.append(row)
                 done += 1
                 if any(r["seed"] == seed for r in row["runs"]):
                     continue
