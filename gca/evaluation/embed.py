@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Iterable, Mapping, Tuple, Union
+from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -45,6 +45,8 @@ def embed_dataset(
     amp: bool = False,
     progress: bool = True,
     desc: str = "embedding",
+    amp_dtype: Optional[torch.dtype] = None,
+    keep_on_device: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Embed every sample yielded by ``loader``.
 
@@ -61,10 +63,12 @@ def embed_dataset(
             bfloat16 on CPU). Embeddings are returned in float32 either way.
         progress: show a tqdm progress bar.
         desc: progress bar description.
+        amp_dtype: the autocast dtype when ``amp`` (default: float16 on CUDA, bfloat16 on CPU).
+        keep_on_device: return the tensors on ``device`` (for metrics computed there) instead of the CPU.
 
     Returns:
         ``(embeddings, labels)``: a float32 ``[N, D]`` tensor and an int64 ``[N]``
-        tensor, both on the CPU, in loader order.
+        tensor, on the CPU (or ``device`` with ``keep_on_device``), in loader order.
     """
     device = torch.device(device)
     was_training = model.training
@@ -75,7 +79,7 @@ def embed_dataset(
         total = len(loader) if hasattr(loader, "__len__") else None
         iterator = tqdm(loader, desc=desc, total=total, leave=False)
     if amp:
-        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        amp_dtype = amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
         autocast = torch.autocast(device_type=device.type, dtype=amp_dtype)
     else:
         autocast = nullcontext()
@@ -97,4 +101,5 @@ def embed_dataset(
         model.train(was_training)
     if not embs:
         raise ValueError("loader yielded no batches")
-    return torch.cat(embs), torch.cat(labs)
+    out_device = device if keep_on_device else torch.device("cpu")
+    return torch.cat(embs).to(out_device), torch.cat(labs).to(out_device)

@@ -25,12 +25,13 @@ from gca.backbones import EmbeddingModel, create_backbone
 from gca.data import (ClassBalancedBatchSampler, ClassSubset, FeatureDataset, build_transforms, cached_features,
                       create_dataset, dataset_splits, resolve_data_root, split_classes)
 from gca.data.registry import canonical_name
-from gca.evaluation import retrieval_metrics
+from gca.evaluation import embed_dataset, retrieval_metrics
 from gca.losses import create_metric_loss
 from gca.model import GCAHNG
 from gca.objective import MetricLossObjective, Objective
 from gca.io import atomic_save
-from gca.train.checkpoint import CheckpointError, config_difference, load_checkpoint, rng_state, set_rng_state
+from gca.rng import rng_state, seed_everything, set_rng_state
+from gca.train.checkpoint import CheckpointError, config_difference, load_checkpoint
 from gca.train.config import RunConfig, save_config
 from gca.train.step import NonFiniteLossError, Optimisers, train_step
 
@@ -39,12 +40,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class _FeatureBackbone(nn.Identity):
@@ -507,19 +502,12 @@ class Trainer:
             self._save_best()
 
     # ------------------------------------------------------------------------------ evaluation
-    @torch.no_grad()
     def embed(self, dataset):
-        was_training = self.model.training
-        self.model.eval()
+        """Embeddings and labels of ``dataset`` (in order) with the current model, on the run's device."""
         loader = DataLoader(dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
                             num_workers=self.cfg.data.num_workers, generator=self._loader_generator())
-        embs, labels = [], []
-        for images, y in loader:
-            with self._autocast():
-                embs.append(self.model(images.to(self.device)).float())
-            labels.append(torch.as_tensor(y))
-        self.model.train(was_training)
-        return torch.cat(embs), torch.cat(labels).to(self.device)
+        return embed_dataset(self.model, loader, self.device, amp=self.amp_dtype is not None,
+                             amp_dtype=self.amp_dtype, progress=False, keep_on_device=True)
 
     def evaluate(self, dataset, gallery=None) -> Dict[str, float]:
         q, ql = self.embed(dataset)

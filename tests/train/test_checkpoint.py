@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 
 from gca.cli import main as cli_main
-from gca.io import atomic_save
 from gca.train import Trainer, load_config
-from gca.train.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+from gca.train.checkpoint import CheckpointError, load_checkpoint
 from gca.train.step import NonFiniteLossError
 
 
@@ -94,38 +93,6 @@ def test_training_state_loads_as_data_only(tmp_path):
     state = torch.load(trainer.run_dir / "last.pt", weights_only=True)     # raises if anything is not data
     assert state["step"] == 2 and isinstance(state["config"], dict)
     assert isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
-
-
-def test_rng_state_round_trip():
-    import random
-    torch.manual_seed(3)
-    np.random.seed(3)
-    random.seed(3)
-    state = rng_state()
-    first = (random.random(), float(np.random.rand()), float(torch.rand(1)))
-    np.random.randn()           # leaves a cached Gaussian in NumPy's state
-    set_rng_state(state)
-    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == first
-
-
-def test_atomic_save_syncs_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
-    path = tmp_path / "ckpt.pt"
-    atomic_save({"a": torch.ones(2)}, path)
-    synced = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
-    atomic_save({"a": torch.zeros(2)}, path)
-    assert len(synced) == 2                          # the file before the rename, the folder after it
-    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(2))
-
-    def broken_save(obj, f):
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_save({"a": torch.full((2,), 7.0)}, path)
-    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
