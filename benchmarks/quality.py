@@ -132,10 +132,10 @@ def markdown(rows: List[dict]) -> str:
                    f"this table took {minutes:.0f} minutes in total (torch {env.get('torch')}, "
                    f"{env.get('threads')} threads). Seeds: "
                    f"{sorted({run['seed'] for r in group for run in r['runs']})}. Test classes never seen in training; "
-                   "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %. The last "
-                   "column is the R@1 difference to the row's baseline paired by seed (mean ± std of the per-seed "
-                   "differences); it says \"beats\" or \"below\" only when the mean difference exceeds that std, and "
-                   "gives the exact two-sided sign-flip test's p-value of the paired differences.\n")
+                   "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %. "
+                   "The last column is the R@1 difference to the row's baseline paired by seed (mean ± std of the "
+                   "per-seed differences); it says \"beats\" or \"below\" only when the mean difference exceeds that "
+                   "std, and gives the exact two-sided sign-flip test's p-value of the paired differences.\n")
         out.append("| method | " + " | ".join(METRICS) + " | R@1 vs its baseline |")
         out.append("|---|" + "---:|" * (len(METRICS) + 1))
         for r in group:
@@ -305,7 +305,8 @@ def main(argv=None) -> int:
                     continue
                 print(f"[{done}/{total}] {proto_name} | {label} | seed {seed}", flush=True)
                 run = run_one(protocol, overrides, seed, args.workdir / proto_name)
-                print(f"    R@1 {100 * run['R@1']:.2f}  MAP@R {100 * run['MAP@R']:.2f}  ({run['seconds']} s)", flush=True)
+                print(f"    R@1 {100 * run['R@1']:.2f}  MAP@R {100 * run['MAP@R']:.2f}  ({run['seconds']} s)",
+                      flush=True)
                 row["runs"].append(run)
                 write_outputs([r for r in rows if r["runs"]], args.out)
     write_outputs([r for r in rows if r["runs"]], args.out)

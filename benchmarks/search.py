@@ -95,8 +95,8 @@ def markdown(meta: Dict, runs: List[Dict]) -> str:
         cos = f"{mean_of('diag_cos_synthetic', fmt='{:.2f}')} / {mean_of('diag_cos_hardest_real', fmt='{:.2f}')}" \
             if any("diag_cos_synthetic" in r["end_state"] for r in rows.values()) else ""
         out.append(f"| {label} | `{' '.join(next(iter(rows.values()))['overrides'])}` | {cell} | {diff} | "
-                   f"{', '.join(map(str, best_steps))} | {mean_of('next_gamma')} | {mean_of('next_synthetic_weight')} | "
-                   f"{cos} | {mean_of('diag_harder_than_real', fmt='{:.2f}')} | "
+                   f"{', '.join(map(str, best_steps))} | {mean_of('next_gamma')} | "
+                   f"{mean_of('next_synthetic_weight')} | {cos} | {mean_of('diag_harder_than_real', fmt='{:.2f}')} | "
                    f"{mean_of('diag_label_accuracy', fmt='{:.2f}')} | {mean_of('diag_unchanged', fmt='{:.2f}')} |")
     out += ["", "Validation R@1 (%) by step, mean over seeds:", ""]
     steps = sorted({c["step"] for r in runs for c in r["curve"]})

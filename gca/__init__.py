@@ -9,8 +9,8 @@ with warnings.catch_warnings():
 from gca.generator import GCAGenerator, Generation
 from gca.graph import build_batch_graph, channel_correlation
 from gca.model import GCAHNG
-from gca.objective import MetricLossObjective, Objective
 from gca.nn import LAYERS, GraphPropagation, create_layer, list_layers, register_layer
+from gca.objective import MetricLossObjective, Objective
 from gca.registry import Registry, UnknownNameError
 from gca.synthesis import Synthetics, synthesize_negatives
 

@@ -57,8 +57,8 @@ def _compare(args) -> int:
     rows = []
     base = load_config(args.config, args.overrides)
     for method, enabled in (("baseline", "false"), ("+ GCA-HNG", "true")):
-        cfg = load_config(args.config, list(args.overrides) + [f"gca.enabled={enabled}",
-                                                              f"name={base.name}_{'gca' if enabled == 'true' else 'baseline'}"])
+        name = f"{base.name}_{'gca' if enabled == 'true' else 'baseline'}"
+        cfg = load_config(args.config, list(args.overrides) + [f"gca.enabled={enabled}", f"name={name}"])
         print(f"[gca] training {cfg.name} ({method}) ...", flush=True)
         trainer = Trainer(cfg, progress=not args.no_progress)
         if args.resume:
@@ -67,10 +67,12 @@ def _compare(args) -> int:
         rows.append({"method": f"{cfg.loss.metric} {method}", **result})
     table = format_table(rows)
     out = Path(base.output_dir) / f"{base.name}_comparison.md"
-    budget = f"{base.solver.epochs} epochs" + (f", at most {base.solver.max_steps} steps" if base.solver.max_steps else "")
+    budget = f"{base.solver.epochs} epochs" + (
+        f", at most {base.solver.max_steps} steps" if base.solver.max_steps else "")
     out.write_text(f"# {base.data.dataset}: test classes (never seen in training), seed {base.seed}, {budget}\n\n"
                    f"{table}\n")
-    print(f"\n{base.data.dataset}, unseen test classes, seed {base.seed}, {budget} (checkpoint chosen on validation):\n")
+    print(f"\n{base.data.dataset}, unseen test classes, seed {base.seed}, {budget} "
+          "(checkpoint chosen on validation):\n")
     print(table)
     print(f"\n(written to {out})")
     return 0
@@ -79,7 +81,7 @@ def _compare(args) -> int:
 def _eval(args) -> int:
     from gca.train import Trainer
     from gca.train.checkpoint import load_checkpoint
-    from gca.train.config import _from_dict, RunConfig, _set_override, validate
+    from gca.train.config import RunConfig, _from_dict, _set_override, validate
     _threads()
     ckpt = load_checkpoint(args.checkpoint, required=("config", "model"))
     tree = ckpt["config"]
@@ -96,7 +98,8 @@ def _eval(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gca", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="gca", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_text in (("train", _train, "train one config"),
                                 ("compare", _compare, "train the baseline and GCA-HNG side by side")):

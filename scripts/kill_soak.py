@@ -91,7 +91,8 @@ def main(argv=None) -> int:
 
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    say(f"kill soak: config {args.config} {' '.join(overrides)}; at least {args.kills} kills; kill-time seed {args.seed}")
+    say(f"kill soak: config {args.config} {' '.join(overrides)}; at least {args.kills} kills; "
+        f"kill-time seed {args.seed}")
     say(f"settings: OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']} MALLOC_MMAP_THRESHOLD_="
         f"{env.get('MALLOC_MMAP_THRESHOLD_', 'unset')} torch {torch.__version__}")
     start = time.perf_counter()

@@ -197,7 +197,8 @@ CONFIG_CASES = [
     # ranges
     ("cfg-lr-negative", _cfg("solver.lr=-0.1"), ValueError, r"config key 'solver\.lr' must be > 0, got -0\.1"),
     ("cfg-lr-nan", _cfg("solver.lr=.nan"), ValueError, r"config key 'solver\.lr' must be a finite number, got nan"),
-    ("cfg-dropout-range", _cfg("gca.dropout=1"), ValueError, r"config key 'gca\.dropout' must be in \[0, 1\), got 1\.0"),
+    ("cfg-dropout-range", _cfg("gca.dropout=1"), ValueError,
+     r"config key 'gca\.dropout' must be in \[0, 1\), got 1\.0"),
     ("cfg-batch-size-zero", _cfg("eval.batch_size=0"), ValueError,
      r"config key 'eval\.batch_size' must be >= 1, got 0"),
     ("cfg-ks-zero", _cfg("eval.ks=[1, 0]"), ValueError, r"config key 'eval\.ks\[1\]' must be >= 1, got 0"),

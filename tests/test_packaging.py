@@ -1,10 +1,9 @@
 """pyproject.toml is the one source of the dependencies; environment.yml must install the same pins."""
 import re
 import tomllib
+from pathlib import Path
 
 import yaml
-
-from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

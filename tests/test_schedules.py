@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import gca
-from gca.schedules import HardnessSchedule, SyntheticWeightSchedule
 from gca.losses import NPairLoss
+from gca.schedules import HardnessSchedule, SyntheticWeightSchedule
 
 
 def _run(schedule, epoch_losses):
@@ -53,7 +53,7 @@ def test_model_schedules_follow_the_scale_and_survive_a_state_dict_round_trip():
     for scale in ("absolute", "first_epoch"):
         for loss_scale in (1.0, 10.0):
             model = gca.GCAHNG(16, 8, num_layers=1, schedule_scale=scale,
-                               metric_loss=lambda e, l, *a, s=loss_scale, **k: s * NPairLoss()(e, l, *a, **k))
+                               metric_loss=lambda e, lab, *a, s=loss_scale, **k: s * NPairLoss()(e, lab, *a, **k))
             model.metric_losses(z, y)
             model.end_epoch()
             gammas[scale, loss_scale] = float(model.hardness.factor())

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import PathLike, create_backbone
+from gca.backbones.registry import PathLike, create_backbone
 
 __all__ = ["EmbeddingModel", "create_embedding_model"]
 

@@ -7,12 +7,11 @@ import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone
-from .registry import register_backbone
-from .weights import load_state_dict_strict
+from gca.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from gca.backbones.registry import register_backbone
+from gca.backbones.weights import load_state_dict_strict
 
 __all__ = [
     "OmniglotCNN",
@@ -74,7 +73,8 @@ class OmniglotCNN(Backbone):
         bn_freeze_affine: bool = True,
     ) -> None:
         num_features = channels if num_features is None else num_features
-        for arg, val in (("in_channels", in_channels), ("channels", channels), ("num_features", num_features), ("num_blocks", num_blocks)):
+        for arg, val in (("in_channels", in_channels), ("channels", channels), ("num_features", num_features),
+                         ("num_blocks", num_blocks)):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{arg} must be a positive int, got {val!r}")
         super().__init__(num_features, "omniglot", in_channels=in_channels)
@@ -323,7 +323,9 @@ def convert_efficientnet_lite_state_dict(
         if m:
             i, module, param = int(m.group(1)), m.group(2), m.group(3)
             if i >= len(positions):
-                raise ValueError(f"block index {i} in key {key!r} exceeds the {len(positions)} blocks of the architecture")
+                raise ValueError(
+                    f"block index {i} in key {key!r} exceeds the {len(positions)} blocks of the architecture"
+                )
             table = _LITE_EXPAND if f"_blocks.{i}._expand_conv.weight" in state_dict else _LITE_NO_EXPAND
             if module not in table:
                 raise ValueError(f"unexpected module {module!r} in EfficientNet-Lite key {key!r}")

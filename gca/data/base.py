@@ -16,7 +16,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -69,24 +69,18 @@ def _strict_truncation():
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def load_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image:
+def load_image(path: Union[str, os.PathLike], mode: Optional[str] = "RGB") -> Image.Image:
     """Open and fully decode an image file.
 
-    Parameters
-    ----------
-    path:
-        Image file.
-    mode:
-        PIL mode to convert to (``"RGB"``, ``"L"``, ...); ``None`` keeps the
-        file's mode (the pixels are still decoded).
+    Args:
+        path: Image file.
+        mode: PIL mode to convert to (``"RGB"``, ``"L"``, ...); ``None`` keeps the file's mode (the pixels are still
+            decoded).
 
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    CorruptImageError
-        If the file is truncated, corrupt or not an image (an ``OSError``
-        subclass whose message names the file).
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        CorruptImageError: If the file is truncated, corrupt or not an image (an ``OSError`` subclass whose message
+            names the file).
     """
     path = os.fspath(path)
     try:
@@ -112,14 +106,16 @@ def layout_line(layout: str) -> str:
     return "; ".join(" ".join(line.split()) for line in layout.splitlines() if line.strip())
 
 
-def missing_annotation(path: str | os.PathLike, dataset: str, layout: str) -> FileNotFoundError:
+def missing_annotation(path: Union[str, os.PathLike], dataset: str, layout: str) -> FileNotFoundError:
     """Build the error raised when an annotation file is missing."""
     return FileNotFoundError(
         f"{dataset}: annotation file {os.fspath(path)!r} not found; expected layout: {layout_line(layout)}"
     )
 
 
-def annotation_error(path: str | os.PathLike, lineno: int | None, message: str, line: str | None = None) -> AnnotationError:
+def annotation_error(
+    path: Union[str, os.PathLike], lineno: Optional[int], message: str, line: Optional[str] = None
+) -> AnnotationError:
     """Build an :class:`AnnotationError` naming the file (and line, if known)."""
     where = f"{os.fspath(path)}" + (f", line {lineno}" if lineno is not None else "")
     text = f"Malformed annotation in {where}: {message}"
@@ -129,10 +125,10 @@ def annotation_error(path: str | os.PathLike, lineno: int | None, message: str, 
 
 
 def read_annotation_lines(
-    path: str | os.PathLike,
+    path: Union[str, os.PathLike],
     dataset: str,
     layout: str,
-    num_fields: int | None = None,
+    num_fields: Optional[int] = None,
     skip: int = 0,
 ) -> list[tuple[int, list[str]]]:
     """Read a whitespace-separated annotation file.
@@ -140,21 +136,14 @@ def read_annotation_lines(
     Blank lines are ignored.  Returns ``(line_number, fields)`` pairs (line
     numbers are 1-based, as shown by editors).
 
-    Parameters
-    ----------
-    path, dataset, layout:
-        File to read; dataset name and expected layout used in error messages.
-    num_fields:
-        When given, every line must have exactly this many fields.
-    skip:
-        Number of leading lines (header) not returned.
+    Args:
+        path, dataset, layout: File to read; dataset name and expected layout used in error messages.
+        num_fields: When given, every line must have exactly this many fields.
+        skip: Number of leading lines (header) not returned.
 
-    Raises
-    ------
-    FileNotFoundError
-        If the file is missing (message names the file and the layout).
-    AnnotationError
-        If a line has the wrong number of fields.
+    Raises:
+        FileNotFoundError: If the file is missing (message names the file and the layout).
+        AnnotationError: If a line has the wrong number of fields.
     """
     path = Path(path)
     if not path.is_file():
@@ -175,7 +164,9 @@ def read_annotation_lines(
     return rows
 
 
-def parse_int(value: str, path: str | os.PathLike, lineno: int | None, what: str, line: str | None = None) -> int:
+def parse_int(
+    value: str, path: Union[str, os.PathLike], lineno: Optional[int], what: str, line: Optional[str] = None
+) -> int:
     """Parse an integer field, raising :class:`AnnotationError` on failure."""
     try:
         return int(value)
@@ -186,7 +177,7 @@ def parse_int(value: str, path: str | os.PathLike, lineno: int | None, what: str
 # ---------------------------------------------------------------------------- labels
 
 
-def contiguous_labels(raw: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, list[Any]]:
+def contiguous_labels(raw: Union[Sequence[Any], np.ndarray]) -> tuple[np.ndarray, list[Any]]:
     """Map arbitrary class identifiers to contiguous ids ``0..C-1``.
 
     Identifiers are ordered by sorting (numeric ids numerically, strings
@@ -216,21 +207,16 @@ class DMLDataset(Dataset):
 
     Items are ``(transform(image), label)`` with ``label`` a Python ``int``.
 
-    Attributes
-    ----------
-    labels : numpy.ndarray
-        1-D ``int64`` array, the label of every item, contiguous ids ``0..C-1``.
-    class_names : list[str]
-        ``class_names[c]`` is the name of class ``c``.
-    split : str
-        Split name.
-    name : str
-        Registry name of the dataset.
+    Attributes:
+        labels (numpy.ndarray): 1-D ``int64`` array, the label of every item, contiguous ids ``0..C-1``.
+        class_names (list[str]): ``class_names[c]`` is the name of class ``c``.
+        split (str): Split name.
+        name (str): Registry name of the dataset.
     """
 
     name: str = "dataset"
 
-    def __init__(self, split: str, transform: Callable | None = None) -> None:
+    def __init__(self, split: str, transform: Optional[Callable] = None) -> None:
         self.split = split
         self.transform = transform
         self.labels: np.ndarray = np.zeros(0, dtype=np.int64)
@@ -282,7 +268,7 @@ class ImageListDataset(DMLDataset):
 
     image_mode: str = "RGB"
 
-    def __init__(self, split: str, transform: Callable | None = None, image_mode: str | None = None) -> None:
+    def __init__(self, split: str, transform: Optional[Callable] = None, image_mode: Optional[str] = None) -> None:
         super().__init__(split, transform)
         if image_mode is not None:
             self.image_mode = image_mode
@@ -296,7 +282,7 @@ class ImageListDataset(DMLDataset):
         if len(self.paths) != self.labels.shape[0]:
             raise RuntimeError(f"{type(self).__name__}: {len(self.paths)} paths but {self.labels.shape[0]} labels")
 
-    def missing_files(self, limit: int | None = None) -> list[str]:
+    def missing_files(self, limit: Optional[int] = None) -> list[str]:
         """Return image paths that do not exist on disk (at most ``limit``)."""
         missing = []
         for p in self.paths:
@@ -307,7 +293,7 @@ class ImageListDataset(DMLDataset):
         return missing
 
 
-def first_existing_dir(root: Path, names: Iterable[str], marker: str) -> Path | None:
+def first_existing_dir(root: Path, names: Iterable[str], marker: str) -> Optional[Path]:
     """Return ``root/name`` for the first ``name`` whose folder contains ``marker``.
 
     ``""`` in ``names`` means ``root`` itself.

@@ -20,10 +20,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Optional, Union
 
-from .base import layout_line
-from .folder import ImageFolderDML
-from .root import resolve_data_root
+from gca.data.base import layout_line
+from gca.data.folder import ImageFolderDML
+from gca.data.root import resolve_data_root
 
 __all__ = ["Caltech101", "CALTECH_LAYOUT"]
 
@@ -34,7 +35,7 @@ CALTECH_LAYOUT = """\
 BACKGROUND_CLASS = "BACKGROUND_Google"
 
 
-def _find_categories_dir(root: Path) -> Path | None:
+def _find_categories_dir(root: Path) -> Optional[Path]:
     for cand in (root / "caltech101" / "101_ObjectCategories", root / "101_ObjectCategories", root):
         if cand.name == "101_ObjectCategories" and cand.is_dir():
             return cand
@@ -44,29 +45,23 @@ def _find_categories_dir(root: Path) -> Path | None:
 class Caltech101(ImageFolderDML):
     """Caltech-101, class-disjoint split: first 50 sorted classes train, other 51 test.
 
-    Parameters
-    ----------
-    root:
-        Data root (``<root>/caltech101/101_ObjectCategories``); ``None`` uses
-        :func:`gca.data.resolve_data_root`.
-    split:
-        ``"train"``, ``"test"`` or ``"all"``.
-    transform:
-        Callable applied to the RGB PIL image.
-    include_background:
-        Keep ``BACKGROUND_Google`` as a class (default ``False``, as torchvision).
-    **kwargs:
-        Passed to :class:`ImageFolderDML` (e.g. ``train_fraction``, ``seed``)
-        to use a different class split.
+    Args:
+        root: Data root (``<root>/caltech101/101_ObjectCategories``); ``None`` uses
+            :func:`gca.data.resolve_data_root`.
+        split: ``"train"``, ``"test"`` or ``"all"``.
+        transform: Callable applied to the RGB PIL image.
+        include_background: Keep ``BACKGROUND_Google`` as a class (default ``False``, as torchvision).
+        **kwargs: Passed to :class:`ImageFolderDML` (e.g. ``train_fraction``, ``seed``) to use a different class
+            split.
     """
 
     name = "caltech101"
 
     def __init__(
         self,
-        root: str | os.PathLike | None = None,
+        root: Optional[Union[str, os.PathLike]] = None,
         split: str = "train",
-        transform: Callable | None = None,
+        transform: Optional[Callable] = None,
         *,
         include_background: bool = False,
         **kwargs,

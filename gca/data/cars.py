@@ -25,11 +25,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 
-from .base import ImageListDataset, annotation_error, check_split, first_existing_dir, layout_line, missing_annotation
-from .root import resolve_data_root
+from gca.data.base import (
+    ImageListDataset,
+    annotation_error,
+    check_split,
+    first_existing_dir,
+    layout_line,
+    missing_annotation,
+)
+from gca.data.root import resolve_data_root
 
 __all__ = ["Cars196", "CARS_LAYOUT", "read_cars_annotations"]
 
@@ -69,23 +77,18 @@ def _as_str(value) -> str:
     return str(value)
 
 
-def read_cars_annotations(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
+def read_cars_annotations(path: Union[str, os.PathLike]) -> tuple[list[str], np.ndarray, list[str]]:
     """Read ``cars_annos.mat``.
 
-    Returns
-    -------
-    (relative_paths, class_ids, class_names)
-        ``relative_paths[i]`` is e.g. ``"car_ims/000001.jpg"``, ``class_ids`` the
-        1-based ``class`` field (``int64``), ``class_names`` the entries of the
-        ``class_names`` cell (empty list when the variable is absent).
+    Returns:
+        (relative_paths, class_ids, class_names): ``relative_paths[i]`` is e.g. ``"car_ims/000001.jpg"``,
+            ``class_ids`` the 1-based ``class`` field (``int64``), ``class_names`` the entries of the
+            ``class_names`` cell (empty list when the variable is absent).
 
-    Raises
-    ------
-    FileNotFoundError
-        If the file is missing.
-    AnnotationError
-        If the file cannot be parsed, lacks a required field, or an entry is
-        malformed (the message names the file and the 1-based annotation index).
+    Raises:
+        FileNotFoundError: If the file is missing.
+        AnnotationError: If the file cannot be parsed, lacks a required field, or an entry is malformed (the message
+            names the file and the 1-based annotation index).
     """
     path = Path(path)
     if not path.is_file():
@@ -129,25 +132,26 @@ def read_cars_annotations(path: str | os.PathLike) -> tuple[list[str], np.ndarra
 class Cars196(ImageListDataset):
     """Cars196, class-disjoint split (train: classes 1-98, test: classes 99-196).
 
-    Parameters
-    ----------
-    root:
-        Data root holding ``cars196/`` (or that folder itself); ``None`` uses
-        :func:`gca.data.resolve_data_root`.
-    split:
-        ``"train"``, ``"test"`` or ``"all"``.
-    transform:
-        Callable applied to the RGB PIL image.
-
     The number of classes is ``len(class_names)`` from the file (or the largest
     class id when absent); the first ``n // 2`` class ids form the training
     split.  ``class_ids`` holds the original 1-based id of each class.
+
+    Args:
+        root: Data root holding ``cars196/`` (or that folder itself); ``None`` uses
+            :func:`gca.data.resolve_data_root`.
+        split: ``"train"``, ``"test"`` or ``"all"``.
+        transform: Callable applied to the RGB PIL image.
     """
 
     name = "cars196"
     splits = ("train", "test", "all")
 
-    def __init__(self, root: str | os.PathLike | None = None, split: str = "train", transform: Callable | None = None) -> None:
+    def __init__(
+        self,
+        root: Optional[Union[str, os.PathLike]] = None,
+        split: str = "train",
+        transform: Optional[Callable] = None,
+    ) -> None:
         split = check_split(split, self.splits, "Cars196")
         super().__init__(split, transform)
         data_root = resolve_data_root(root)
@@ -161,7 +165,8 @@ class Cars196(ImageListDataset):
         if class_ids.size and class_ids.max() > n_classes:
             bad = int(np.argmax(class_ids > n_classes))
             raise annotation_error(
-                ann_file, None, f"annotation #{bad + 1}: class {int(class_ids[bad])} exceeds the {n_classes} class names"
+                ann_file, None,
+                f"annotation #{bad + 1}: class {int(class_ids[bad])} exceeds the {n_classes} class names",
             )
         if not names:
             names = [f"class_{c:03d}" for c in range(1, n_classes + 1)]

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Optional, Union
 
 import numpy as np
 
-from .base import (
+from gca.data.base import (
     ImageListDataset,
     annotation_error,
     check_split,
@@ -33,7 +34,7 @@ from .base import (
     parse_int,
     read_annotation_lines,
 )
-from .root import resolve_data_root
+from gca.data.root import resolve_data_root
 
 __all__ = ["CUB200", "CUB_LAYOUT"]
 
@@ -50,25 +51,25 @@ _DIR_NAMES = ("CUB_200_2011", "cub200", "CUB200", "")
 class CUB200(ImageListDataset):
     """CUB-200-2011 birds, class-disjoint split (train: classes 1-100, test: 101-200).
 
-    Parameters
-    ----------
-    root:
-        Data root holding ``CUB_200_2011/`` (or that folder itself); ``None``
-        uses :func:`gca.data.resolve_data_root`.
-    split:
-        ``"train"`` (first half of the classes by id), ``"test"`` (second half)
-        or ``"all"``.
-    transform:
-        Callable applied to the RGB PIL image.
-
     Labels are contiguous within the split, ordered by the original class id.
     ``class_ids`` holds the original 1-based id of each class.
+
+    Args:
+        root: Data root holding ``CUB_200_2011/`` (or that folder itself); ``None`` uses
+            :func:`gca.data.resolve_data_root`.
+        split: ``"train"`` (first half of the classes by id), ``"test"`` (second half) or ``"all"``.
+        transform: Callable applied to the RGB PIL image.
     """
 
     name = "cub200"
     splits = ("train", "test", "all")
 
-    def __init__(self, root: str | os.PathLike | None = None, split: str = "train", transform: Callable | None = None) -> None:
+    def __init__(
+        self,
+        root: Optional[Union[str, os.PathLike]] = None,
+        split: str = "train",
+        transform: Optional[Callable] = None,
+    ) -> None:
         split = check_split(split, self.splits, "CUB-200-2011")
         super().__init__(split, transform)
         data_root = resolve_data_root(root)

@@ -25,7 +25,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from gca.io import atomic_save
 
-__all__ = ["FeatureDataset", "cached_features", "compute_features", "feature_cache_key", "load_features", "module_fingerprint"]
+__all__ = ["FeatureDataset", "cached_features", "compute_features", "feature_cache_key", "load_features",
+           "module_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +51,17 @@ class FeatureDataset(Dataset):
     def __init__(
         self,
         features: torch.Tensor,
-        labels: torch.Tensor | np.ndarray,
-        class_names: list[str] | None = None,
-        key: Mapping[str, Any] | None = None,
-        path: str | os.PathLike | None = None,
+        labels: Union[torch.Tensor, np.ndarray],
+        class_names: Optional[list[str]] = None,
+        key: Optional[Mapping[str, Any]] = None,
+        path: Optional[Union[str, os.PathLike]] = None,
     ) -> None:
         features = torch.as_tensor(features)
         labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
         if features.ndim != 2 or features.shape[0] != labels_t.shape[0]:
             raise ValueError(
-                f"features must be (N, D) with N = len(labels); got {tuple(features.shape)} and {labels_t.shape[0]} labels"
+                f"features must be (N, D) with N = len(labels); got {tuple(features.shape)} and "
+                f"{labels_t.shape[0]} labels"
             )
         self.features = features
         self.labels_tensor = labels_t
@@ -116,12 +118,12 @@ def module_fingerprint(module: nn.Module) -> str:
 
 def feature_cache_key(
     dataset_name: str,
-    split: str | None,
+    split: Optional[str],
     backbone_name: str,
     num_items: int,
-    labels: np.ndarray | None = None,
-    weights: str | None = None,
-    extra: Mapping[str, Any] | None = None,
+    labels: Optional[np.ndarray] = None,
+    weights: Optional[str] = None,
+    extra: Optional[Mapping[str, Any]] = None,
 ) -> tuple[dict[str, Any], str]:
     """Return ``(key_dict, sha256_hex)`` identifying a feature cache."""
     key = {
@@ -129,7 +131,8 @@ def feature_cache_key(
         "split": None if split is None else str(split),
         "backbone": str(backbone_name),
         "num_items": int(num_items),
-        "labels_sha256": None if labels is None else hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest(),
+        "labels_sha256": None if labels is None
+        else hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest(),
         "weights": weights,
         "extra": {str(k): extra[k] for k in sorted(extra)} if extra else None,
     }
@@ -154,7 +157,7 @@ def compute_features(
     backbone: nn.Module,
     dataset: Dataset,
     batch_size: int = 128,
-    device: str | torch.device = "cpu",
+    device: Union[str, torch.device] = "cpu",
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "features",
@@ -189,7 +192,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def load_features(path: str | os.PathLike) -> FeatureDataset:
+def load_features(path: Union[str, os.PathLike]) -> FeatureDataset:
     """Load a feature cache file written by :func:`cached_features`."""
     path = Path(path)
     if not path.is_file():
@@ -203,14 +206,14 @@ def load_features(path: str | os.PathLike) -> FeatureDataset:
 def cached_features(
     backbone: nn.Module,
     dataset: Dataset,
-    cache_path: str | os.PathLike,
+    cache_path: Union[str, os.PathLike],
     batch_size: int = 128,
-    device: str | torch.device = "cpu",
+    device: Union[str, torch.device] = "cpu",
     *,
-    backbone_name: str | None = None,
-    dataset_name: str | None = None,
-    split: str | None = None,
-    extra_key: Mapping[str, Any] | None = None,
+    backbone_name: Optional[str] = None,
+    dataset_name: Optional[str] = None,
+    split: Optional[str] = None,
+    extra_key: Optional[Mapping[str, Any]] = None,
     fingerprint_weights: bool = True,
     num_workers: int = 0,
     progress: bool = True,
@@ -218,36 +221,23 @@ def cached_features(
 ) -> FeatureDataset:
     """Compute the backbone features of a dataset once and reuse them.
 
-    Parameters
-    ----------
-    backbone:
-        Frozen feature extractor; called as ``backbone(images)``.
-    dataset:
-        Dataset of ``(image_tensor, label)`` (with the evaluation transform).
-    cache_path:
-        A directory (the file name is derived from the key: ``<dataset>_<split>_
-        <backbone>_<hash16>.pt``) or a file path ending in ``.pt``.
-    batch_size, device, num_workers:
-        Used for the forward passes.
-    backbone_name:
-        Name identifying the backbone (e.g. ``"resnet50.a1_in1k"``); defaults
-        to the class name.  Part of the cache key.
-    dataset_name, split:
-        Default to ``dataset.name`` / ``dataset.split`` (or the class name).
-    extra_key:
-        Anything else the features depend on (image size, transform, ...).
-    fingerprint_weights:
-        Include a fingerprint of the backbone weights in the key (default), so
-        that a retrained backbone never reuses stale features.
-    progress:
-        Show a tqdm progress bar.
-    recompute:
-        Ignore an existing cache file.
+    Args:
+        backbone: Frozen feature extractor; called as ``backbone(images)``.
+        dataset: Dataset of ``(image_tensor, label)`` (with the evaluation transform).
+        cache_path: A directory (the file name is derived from the key:
+            ``<dataset>_<split>_<backbone>_<hash16>.pt``) or a file path ending in ``.pt``.
+        batch_size, device, num_workers: Used for the forward passes.
+        backbone_name: Name identifying the backbone (e.g. ``"resnet50.a1_in1k"``); defaults to the class name. Part
+            of the cache key.
+        dataset_name, split: Default to ``dataset.name`` / ``dataset.split`` (or the class name).
+        extra_key: Anything else the features depend on (image size, transform, ...).
+        fingerprint_weights: Include a fingerprint of the backbone weights in the key (default), so that a retrained
+            backbone never reuses stale features.
+        progress: Show a tqdm progress bar.
+        recompute: Ignore an existing cache file.
 
-    Returns
-    -------
-    FeatureDataset
-        With ``path`` set to the cache file and ``key`` to the key dict.
+    Returns:
+        FeatureDataset: With ``path`` set to the cache file and ``key`` to the key dict.
     """
     backbone_name = backbone_name or type(backbone).__name__
     dataset_name = dataset_name or getattr(dataset, "name", None) or type(dataset).__name__

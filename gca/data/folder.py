@@ -18,16 +18,17 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 
-from .base import IMAGE_EXTENSIONS, ImageListDataset, check_split
+from gca.data.base import IMAGE_EXTENSIONS, ImageListDataset, check_split
 
 __all__ = ["ImageFolderDML", "split_class_list", "scan_image_folder"]
 
 
 def scan_image_folder(
-    folder: str | os.PathLike,
+    folder: Union[str, os.PathLike],
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
     exclude: Sequence[str] = (),
     allow_empty: bool = False,
@@ -36,11 +37,9 @@ def scan_image_folder(
 
     Returns ``(class_names, files_per_class)``, both sorted by name.
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``folder`` does not exist, holds no class sub-folders, or (unless
-        ``allow_empty``) a class folder holds no image file.
+    Raises:
+        FileNotFoundError: If ``folder`` does not exist, holds no class sub-folders, or (unless ``allow_empty``) a
+            class folder holds no image file.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -58,7 +57,9 @@ def scan_image_folder(
         class_dirs = sorted(e.name for e in it if e.is_dir() and not e.name.startswith(".") and e.name not in exclude)
     for name in class_dirs:
         with os.scandir(folder / name) as it:
-            imgs = sorted(e.name for e in it if e.is_file() and e.name.lower().endswith(exts) and not e.name.startswith("."))
+            imgs = sorted(
+                e.name for e in it if e.is_file() and e.name.lower().endswith(exts) and not e.name.startswith(".")
+            )
         if not imgs:
             if allow_empty:
                 continue
@@ -82,32 +83,24 @@ def scan_image_folder(
 def split_class_list(
     class_names: Sequence[str],
     split: str,
-    train_classes: Sequence[str | int] | None = None,
+    train_classes: Optional[Sequence[Union[str, int]]] = None,
     train_fraction: float = 0.5,
-    seed: int | None = None,
+    seed: Optional[int] = None,
 ) -> list[int]:
     """Choose the class indices (into ``class_names``) of a class-disjoint split.
 
-    Parameters
-    ----------
-    class_names:
-        All classes, in their canonical (sorted) order.
-    split:
-        ``"train"``, ``"test"`` (the complement of train) or ``"all"``.
-    train_classes:
-        Explicit training classes, as names or indices into ``class_names``.
-        Overrides ``train_fraction`` and ``seed``.
-    train_fraction:
-        Fraction of the classes used for training: ``floor(fraction * C)``
-        classes, clamped to ``1..C-1`` when ``C >= 2``.
-    seed:
-        ``None``: the first classes in sorted order are the training classes.
-        An integer: the training classes are drawn at random with this seed.
+    Args:
+        class_names: All classes, in their canonical (sorted) order.
+        split: ``"train"``, ``"test"`` (the complement of train) or ``"all"``.
+        train_classes: Explicit training classes, as names or indices into ``class_names``. Overrides
+            ``train_fraction`` and ``seed``.
+        train_fraction: Fraction of the classes used for training: ``floor(fraction * C)`` classes, clamped to
+            ``1..C-1`` when ``C >= 2``.
+        seed: ``None``: the first classes in sorted order are the training classes. An integer: the training classes
+            are drawn at random with this seed.
 
-    Returns
-    -------
-    list[int]
-        Sorted class indices of the split.
+    Returns:
+        list[int]: Sorted class indices of the split.
     """
     n = len(class_names)
     if split == "all":
@@ -144,33 +137,22 @@ def split_class_list(
 class ImageFolderDML(ImageListDataset):
     """Any class-per-folder image collection, split into disjoint class sets.
 
-    Parameters
-    ----------
-    root:
-        The folder holding one sub-folder per class (required).
-    split:
-        ``"train"``, ``"test"`` (classes not in train) or ``"all"``.
-    transform:
-        Callable applied to the PIL image.
-    train_classes:
-        Explicit training classes (folder names or indices into the sorted
-        class list); overrides ``train_fraction``/``seed``.
-    train_fraction:
-        Fraction of the classes for training (default 0.5 = first half).
-    seed:
-        ``None`` (default): the training classes are the first ones in sorted
-        order.  An integer: they are drawn at random with this seed.
-    image_mode:
-        PIL mode the images are converted to (default ``"RGB"``).
-    extensions:
-        Accepted image file extensions.
-    exclude:
-        Class folder names to ignore.
-    allow_empty:
-        Skip class folders without images instead of raising.
-
     Labels are contiguous within the split and follow the sorted class order;
     ``class_names`` are the folder names.
+
+    Args:
+        root: The folder holding one sub-folder per class (required).
+        split: ``"train"``, ``"test"`` (classes not in train) or ``"all"``.
+        transform: Callable applied to the PIL image.
+        train_classes: Explicit training classes (folder names or indices into the sorted class list); overrides
+            ``train_fraction``/``seed``.
+        train_fraction: Fraction of the classes for training (default 0.5 = first half).
+        seed: ``None`` (default): the training classes are the first ones in sorted order.  An integer: they are
+            drawn at random with this seed.
+        image_mode: PIL mode the images are converted to (default ``"RGB"``).
+        extensions: Accepted image file extensions.
+        exclude: Class folder names to ignore.
+        allow_empty: Skip class folders without images instead of raising.
     """
 
     name = "imagefolder"
@@ -178,13 +160,13 @@ class ImageFolderDML(ImageListDataset):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: Union[str, os.PathLike],
         split: str = "train",
-        transform: Callable | None = None,
+        transform: Optional[Callable] = None,
         *,
-        train_classes: Sequence[str | int] | None = None,
+        train_classes: Optional[Sequence[Union[str, int]]] = None,
         train_fraction: float = 0.5,
-        seed: int | None = None,
+        seed: Optional[int] = None,
         image_mode: str = "RGB",
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         exclude: Sequence[str] = (),

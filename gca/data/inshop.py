@@ -23,10 +23,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 
-from .base import (
+from gca.data.base import (
     ImageListDataset,
     annotation_error,
     check_split,
@@ -35,7 +36,7 @@ from .base import (
     parse_int,
     read_annotation_lines,
 )
-from .root import resolve_data_root
+from gca.data.root import resolve_data_root
 
 __all__ = ["InShop", "INSHOP_LAYOUT", "read_inshop_partition"]
 
@@ -54,17 +55,13 @@ _STATUSES = ("train", "query", "gallery")
 _HEADER = ["image_name", "item_id", "evaluation_status"]
 
 
-def read_inshop_partition(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+def read_inshop_partition(path: Union[str, os.PathLike]) -> list[tuple[str, str, str]]:
     """Parse ``list_eval_partition.txt`` into ``(image_name, item_id, status)`` rows.
 
-    Raises
-    ------
-    FileNotFoundError
-        If the file is missing.
-    AnnotationError
-        If the count line, the header or a row is malformed, an evaluation
-        status is unknown, or the count does not match the number of rows (the
-        message names the file and line).
+    Raises:
+        FileNotFoundError: If the file is missing.
+        AnnotationError: If the count line, the header or a row is malformed, an evaluation status is unknown, or
+            the count does not match the number of rows (the message names the file and line).
     """
     path = Path(path)
     rows = read_annotation_lines(path, "In-Shop", INSHOP_LAYOUT)
@@ -80,10 +77,14 @@ def read_inshop_partition(path: str | os.PathLike) -> list[tuple[str, str, str]]
     for lineno, fields in rows[2:]:
         line = " ".join(fields)
         if len(fields) != 3:
-            raise annotation_error(path, lineno, f"expected 3 fields (image_name item_id evaluation_status), got {len(fields)}", line)
+            raise annotation_error(
+                path, lineno, f"expected 3 fields (image_name item_id evaluation_status), got {len(fields)}", line
+            )
         status = fields[2].lower()
         if status not in _STATUSES:
-            raise annotation_error(path, lineno, f"evaluation_status must be one of {_STATUSES}, got {fields[2]!r}", line)
+            raise annotation_error(
+                path, lineno, f"evaluation_status must be one of {_STATUSES}, got {fields[2]!r}", line
+            )
         out.append((fields[0], fields[1], status))
     if count != len(out):
         raise annotation_error(path, count_line, f"declares {count} images but lists {len(out)} (truncated file?)")
@@ -93,25 +94,26 @@ def read_inshop_partition(path: str | os.PathLike) -> list[tuple[str, str, str]]
 class InShop(ImageListDataset):
     """In-Shop Clothes Retrieval with its official train / query / gallery split.
 
-    Parameters
-    ----------
-    root:
-        Data root holding ``inshop/`` (or that folder itself); ``None`` uses
-        :func:`gca.data.resolve_data_root`.
-    split:
-        ``"train"``, ``"query"`` or ``"gallery"``.
-    transform:
-        Callable applied to the RGB PIL image.
-
     ``class_names`` are item ids (``"id_00000002"``).  For ``query`` and
     ``gallery`` the labels index the shared, sorted set of test items, so
     ``num_classes`` is the number of test items in query and gallery together.
+
+    Args:
+        root: Data root holding ``inshop/`` (or that folder itself); ``None`` uses
+            :func:`gca.data.resolve_data_root`.
+        split: ``"train"``, ``"query"`` or ``"gallery"``.
+        transform: Callable applied to the RGB PIL image.
     """
 
     name = "inshop"
     splits = ("train", "query", "gallery")
 
-    def __init__(self, root: str | os.PathLike | None = None, split: str = "train", transform: Callable | None = None) -> None:
+    def __init__(
+        self,
+        root: Optional[Union[str, os.PathLike]] = None,
+        split: str = "train",
+        transform: Optional[Callable] = None,
+    ) -> None:
         split = check_split(split, self.splits, "In-Shop")
         super().__init__(split, transform)
         data_root = resolve_data_root(root)

@@ -31,13 +31,14 @@ import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .base import DMLDataset, annotation_error, check_split, contiguous_labels, layout_line, load_image
-from .folder import scan_image_folder
-from .root import resolve_data_root
+from gca.data.base import DMLDataset, annotation_error, check_split, contiguous_labels, layout_line, load_image
+from gca.data.folder import scan_image_folder
+from gca.data.root import resolve_data_root
 
 __all__ = ["Omniglot", "OMNIGLOT_LAYOUT", "clear_omniglot_cache"]
 
@@ -48,7 +49,7 @@ either the numpy archives
 or the official release (extract images_background.zip / images_evaluation.zip)
   <root>/omniglot/images_background/<alphabet>/<character>/<drawing>.png   (train)
   <root>/omniglot/images_evaluation/<alphabet>/<character>/<drawing>.png   (test)
-or pass download=True to fetch the official release with torchvision into <root>/omniglot/omniglot-py/."""
+or pass download=True to fetch the official release with torchvision into <root>/omniglot/omniglot-py/."""  # noqa: E501
 
 _SET_NAME = {"train": "images_background", "test": "images_evaluation"}
 _SPLIT_ALIASES = {"background": "train", "evaluation": "test"}
@@ -69,7 +70,9 @@ def _npz_member_header(path: Path, member: str) -> tuple[tuple[int, ...], np.dty
     with zipfile.ZipFile(path) as zf:
         name = member + ".npy"
         if name not in zf.namelist():
-            raise annotation_error(path, None, f"array {member!r} not found (arrays: {[n[:-4] for n in zf.namelist()]})")
+            raise annotation_error(
+                path, None, f"array {member!r} not found (arrays: {[n[:-4] for n in zf.namelist()]})"
+            )
         with zf.open(name) as fh:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
@@ -106,30 +109,21 @@ def _load_npz_images(path: Path, use_cache: bool) -> np.ndarray:
 class Omniglot(DMLDataset):
     """Omniglot characters; ``train`` = background set, ``test`` = evaluation set.
 
-    Parameters
-    ----------
-    root:
-        Data root holding ``omniglot/`` (see the module docstring); ``None`` uses
-        :func:`gca.data.resolve_data_root`.
-    split:
-        ``"train"`` (alias ``"background"``) or ``"test"`` (alias ``"evaluation"``).
-    transform:
-        Callable applied to the 105x105 ``"L"`` PIL image.
-    source:
-        ``"auto"`` (npz if present, else the folder layout), ``"npz"`` or ``"folder"``.
-    download:
-        When no data is found, download the official release with
-        ``torchvision.datasets.Omniglot`` into ``<root>/omniglot/omniglot-py``.
-    invert:
-        ``False`` (default): black ink on white; ``True``: white ink on black.
-    cache:
-        Keep the decoded npz array in a process-wide cache so that several
-        dataset objects over the same file share one copy (about 212 MB for the
-        background set).  ``clear_omniglot_cache()`` releases it.
-
     The npz image array is loaded lazily, on the first item access; labels are
     read at construction.  ``class_names`` are ``"<alphabet>/<character>"`` for
     the folder layout and ``"<set>/<label>"`` for the npz format.
+
+    Args:
+        root: Data root holding ``omniglot/`` (see the module docstring); ``None`` uses
+            :func:`gca.data.resolve_data_root`.
+        split: ``"train"`` (alias ``"background"``) or ``"test"`` (alias ``"evaluation"``).
+        transform: Callable applied to the 105x105 ``"L"`` PIL image.
+        source: ``"auto"`` (npz if present, else the folder layout), ``"npz"`` or ``"folder"``.
+        download: When no data is found, download the official release with ``torchvision.datasets.Omniglot`` into
+            ``<root>/omniglot/omniglot-py``.
+        invert: ``False`` (default): black ink on white; ``True``: white ink on black.
+        cache: Keep the decoded npz array in a process-wide cache so that several dataset objects over the same file
+            share one copy (about 212 MB for the background set).  ``clear_omniglot_cache()`` releases it.
     """
 
     name = "omniglot"
@@ -137,9 +131,9 @@ class Omniglot(DMLDataset):
 
     def __init__(
         self,
-        root: str | os.PathLike | None = None,
+        root: Optional[Union[str, os.PathLike]] = None,
         split: str = "train",
-        transform: Callable | None = None,
+        transform: Optional[Callable] = None,
         *,
         source: str = "auto",
         download: bool = False,
@@ -168,8 +162,8 @@ class Omniglot(DMLDataset):
                 f"Expected {layout_line(OMNIGLOT_LAYOUT)}"
             )
 
-        self._images: np.ndarray | None = None
-        self.paths: list[str] | None = None
+        self._images: Optional[np.ndarray] = None
+        self.paths: Optional[list[str]] = None
         if npz is not None:
             self.format = "npz"
             self.root = npz
@@ -182,14 +176,14 @@ class Omniglot(DMLDataset):
 
     # ----------------------------------------------------------------- discovery
     @staticmethod
-    def _find_npz(root: Path, set_name: str) -> Path | None:
+    def _find_npz(root: Path, set_name: str) -> Optional[Path]:
         for cand in (root / "omniglot" / f"{set_name}.npz", root / f"{set_name}.npz"):
             if cand.is_file():
                 return cand
         return None
 
     @staticmethod
-    def _find_folder(root: Path, set_name: str) -> Path | None:
+    def _find_folder(root: Path, set_name: str) -> Optional[Path]:
         for cand in (
             root / "omniglot" / set_name,
             root / "omniglot" / "omniglot-py" / set_name,

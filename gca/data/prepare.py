@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Union
 
 __all__ = [
     "PrepareError",
@@ -75,7 +76,7 @@ class Item:
 
     target: str
     kind: str  # "file" | "dir"
-    name: str | None
+    name: Optional[str]
     label: str
     contains: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()
@@ -98,7 +99,8 @@ PREPARE_SPECS: dict[str, PrepareSpec] = {
         "CUB_200_2011",
         (
             (
-                Item("", "dir", None, "CUB_200_2011/ folder with images.txt, image_class_labels.txt, classes.txt and images/",
+                Item("", "dir", None,
+                     "CUB_200_2011/ folder with images.txt, image_class_labels.txt, classes.txt and images/",
                      contains=("images.txt", "image_class_labels.txt", "classes.txt", "images"),
                      hints=("CUB_200_2011",)),
             ),
@@ -109,8 +111,10 @@ PREPARE_SPECS: dict[str, PrepareSpec] = {
         "cars196",
         "cars196",
         (
-            (Item("cars_annos.mat", "file", "cars_annos.mat", "cars_annos.mat (annotation file)", hints=("car_devkit", "cars_annos")),),
-            (Item("car_ims", "dir", "car_ims", "car_ims/ (folder of the 16,185 images, from car_ims.tgz)", hints=("car_ims",)),),
+            (Item("cars_annos.mat", "file", "cars_annos.mat", "cars_annos.mat (annotation file)",
+                  hints=("car_devkit", "cars_annos")),),
+            (Item("car_ims", "dir", "car_ims", "car_ims/ (folder of the 16,185 images, from car_ims.tgz)",
+                  hints=("car_ims",)),),
         ),
         "car_ims.tgz and cars_annos.mat (original Stanford Cars release)",
     ),
@@ -157,7 +161,8 @@ PREPARE_SPECS: dict[str, PrepareSpec] = {
         "caltech101",
         "caltech101",
         (
-            (Item("101_ObjectCategories", "dir", "101_ObjectCategories", "101_ObjectCategories/ (from 101_ObjectCategories.tar.gz)",
+            (Item("101_ObjectCategories", "dir", "101_ObjectCategories",
+                  "101_ObjectCategories/ (from 101_ObjectCategories.tar.gz)",
                   hints=("101_ObjectCategories", "caltech-101", "caltech101")),),
         ),
         "caltech-101.zip or 101_ObjectCategories.tar.gz (https://data.caltech.edu/records/mzrjq-6wc02)",
@@ -168,7 +173,7 @@ PREPARE_SPECS: dict[str, PrepareSpec] = {
 # ------------------------------------------------------------------------ archives
 
 
-def archive_stem(path: str | os.PathLike) -> str | None:
+def archive_stem(path: Union[str, os.PathLike]) -> Optional[str]:
     """Name without the archive suffix, or ``None`` if ``path`` is not an archive by name."""
     name = Path(path).name
     low = name.lower()
@@ -178,16 +183,14 @@ def archive_stem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def extract_archive(archive: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+def extract_archive(archive: Union[str, os.PathLike], out_dir: Union[str, os.PathLike]) -> Path:
     """Extract a zip or tar archive into ``out_dir`` (created); returns ``out_dir``.
 
     Members that would land outside ``out_dir`` (absolute paths, ``..``, links
     pointing out) are rejected.
 
-    Raises
-    ------
-    PrepareError
-        If the file is not a readable zip/tar archive.
+    Raises:
+        PrepareError: If the file is not a readable zip/tar archive.
     """
     archive, out_dir = Path(archive), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +238,7 @@ def _matches(item: Item, path: Path, is_dir: bool) -> bool:
         return False
 
 
-def _find(item: Item, roots: Sequence[Path]) -> Path | None:
+def _find(item: Item, roots: Sequence[Path]) -> Optional[Path]:
     """Breadth-first search for ``item`` below ``roots`` (roots themselves included).
 
     Temporary ``.gca_prepare_*`` folders are only searched when given as a root.
@@ -325,7 +328,7 @@ def _place(found: Path, target: Path, mode: str, owned: bool, overwrite: bool, l
 
 
 def _spec(name: str) -> PrepareSpec:
-    from .registry import canonical_name
+    from gca.data.registry import canonical_name
 
     try:
         canon = canonical_name(name)
@@ -338,49 +341,34 @@ def _spec(name: str) -> PrepareSpec:
 
 def prepare(
     name: str,
-    source: str | os.PathLike | Sequence[str | os.PathLike],
-    dest: str | os.PathLike,
+    source: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+    dest: Union[str, os.PathLike],
     *,
     mode: str = "copy",
     overwrite: bool = False,
     check_images: bool = True,
-    log: Callable[[str], None] | None = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> Path:
     """Build the loader's layout for dataset ``name`` under the data root ``dest``.
 
-    Parameters
-    ----------
-    name:
-        ``"cub200"``, ``"cars196"``, ``"sop"``, ``"inshop"``, ``"omniglot"`` or
-        ``"caltech101"`` (aliases accepted).
-    source:
-        One path or a list of paths: archives, loose files or folders (see the
-        module docstring).
-    dest:
-        Data root; created if needed.  The dataset goes to ``dest/<folder>``.
-    mode:
-        How items found in an extracted *folder* given as source are placed:
-        ``"copy"`` (default), ``"move"`` or ``"symlink"``.  Items extracted
-        from archives are always moved out of the temporary folder.
-    overwrite:
-        Replace existing items at the destination.
-    check_images:
-        After placing, verify that every image referenced by the annotations
-        exists (loads every split).
-    log:
-        Progress callback (e.g. ``print``); silent by default.
+    Args:
+        name: ``"cub200"``, ``"cars196"``, ``"sop"``, ``"inshop"``, ``"omniglot"`` or ``"caltech101"`` (aliases
+            accepted).
+        source: One path or a list of paths: archives, loose files or folders (see the module docstring).
+        dest: Data root; created if needed.  The dataset goes to ``dest/<folder>``.
+        mode: How items found in an extracted *folder* given as source are placed: ``"copy"`` (default), ``"move"``
+            or ``"symlink"``.  Items extracted from archives are always moved out of the temporary folder.
+        overwrite: Replace existing items at the destination.
+        check_images: After placing, verify that every image referenced by the annotations exists (loads every
+            split).
+        log: Progress callback (e.g. ``print``); silent by default.
 
-    Returns
-    -------
-    pathlib.Path
-        The dataset folder ``dest/<folder>``.
+    Returns:
+        pathlib.Path: The dataset folder ``dest/<folder>``.
 
-    Raises
-    ------
-    PrepareError
-        If a source is missing or not extractable, required items are not
-        found (the message lists them and what to download), a destination
-        exists without ``overwrite``, or validation fails.
+    Raises:
+        PrepareError: If a source is missing or not extractable, required items are not found (the message lists
+            them and what to download), a destination exists without ``overwrite``, or validation fails.
     """
     log = log or (lambda msg: None)
     if mode not in ("copy", "move", "symlink"):
@@ -427,7 +415,8 @@ def prepare(
                 break
             # Extract archives that may hold a missing item: first the hinted ones, else all.
             candidates = [a for a in _find_archives(roots) if a.resolve() not in extracted]
-            hints = {h.lower() for ci in missing for it in spec.components[ci] for h in (it.hints or ((it.name,) if it.name else ()))}
+            hints = {h.lower() for ci in missing for it in spec.components[ci]
+                     for h in (it.hints or ((it.name,) if it.name else ()))}
             hinted = [a for a in candidates if archive_stem(a).lower() in hints]
             chosen = hinted or candidates
             if not chosen:
@@ -492,29 +481,25 @@ def _layout_problems(spec: PrepareSpec, root: Path) -> list[str]:
 
 def check(
     name: str,
-    root: str | os.PathLike | None = None,
+    root: Optional[Union[str, os.PathLike]] = None,
     *,
     check_images: bool = True,
-    log: Callable[[str], None] | None = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> dict[str, tuple[int, int]]:
     """Validate a prepared dataset under the data root ``root``.
 
     Checks that the required files exist, loads every split with its loader
     and (with ``check_images``) checks that every referenced image file exists.
 
-    Returns
-    -------
-    dict
-        ``{split: (num_images, num_classes)}``.
+    Returns:
+        dict: ``{split: (num_images, num_classes)}``.
 
-    Raises
-    ------
-    PrepareError
-        Listing every missing file / problem found.
+    Raises:
+        PrepareError: Listing every missing file / problem found.
     """
-    from .base import ImageListDataset
-    from .registry import create_dataset, dataset_splits
-    from .root import resolve_data_root
+    from gca.data.base import ImageListDataset
+    from gca.data.registry import create_dataset, dataset_splits
+    from gca.data.root import resolve_data_root
 
     log = log or (lambda msg: None)
     spec = _spec(name)
@@ -602,7 +587,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point: ``python -m gca.data.prepare NAME SOURCE... DEST``.
 
     Returns the exit status (0 success, 1 preparation/validation failed,

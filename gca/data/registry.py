@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Optional, Union
 
 from gca.data.caltech import Caltech101
 from gca.data.cars import Cars196
@@ -61,9 +62,9 @@ def dataset_splits(name: str) -> tuple[str, ...]:
 
 def create_dataset(
     name: str,
-    root: str | os.PathLike | None = None,
+    root: Optional[Union[str, os.PathLike]] = None,
     split: str = "train",
-    transform: Callable | None = None,
+    transform: Optional[Callable] = None,
     **kwargs,
 ):
     """Build a dataset by name.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional, Union
 
 __all__ = ["DATA_ROOT_ENV", "DEFAULT_RELATIVE_ROOT", "resolve_data_root", "repo_root"]
 
@@ -51,30 +52,21 @@ def _check_dir(path: Path, origin: str) -> Path:
     return path.resolve()
 
 
-def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+def resolve_data_root(root: Optional[Union[str, os.PathLike]] = None) -> Path:
     """Return the directory that holds the data sets.
 
-    Parameters
-    ----------
-    root:
-        Explicit data root.  When ``None`` the environment variable
-        ``GCA_DATA_ROOT`` is used, and when that is unset too, ``../shared/data``
-        is searched relative to the current working directory and relative to
-        the repository root.
+    Args:
+        root: Explicit data root.  When ``None`` the environment variable ``GCA_DATA_ROOT`` is used, and when that
+            is unset too, ``../shared/data`` is searched relative to the current working directory and relative to
+            the repository root.
 
-    Returns
-    -------
-    pathlib.Path
-        The absolute, resolved data root.
+    Returns:
+        pathlib.Path: The absolute, resolved data root.
 
-    Raises
-    ------
-    FileNotFoundError
-        If the explicit root or ``GCA_DATA_ROOT`` does not exist, or if no
-        default location exists.  The message names the path(s) tried and how
-        to set the root.
-    NotADirectoryError
-        If the given root exists but is a file.
+    Raises:
+        FileNotFoundError: If the explicit root or ``GCA_DATA_ROOT`` does not exist, or if no default location
+            exists.  The message names the path(s) tried and how to set the root.
+        NotADirectoryError: If the given root exists but is a file.
     """
     if root is not None:
         if isinstance(root, str) and not root.strip():

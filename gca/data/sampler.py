@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -25,63 +26,52 @@ __all__ = ["ClassBalancedBatchSampler"]
 class ClassBalancedBatchSampler(Sampler[list[int]]):
     """Yield batches of ``C`` classes x ``K`` samples covering the data every epoch.
 
-    Parameters
-    ----------
-    labels:
-        Label of every dataset item (1-D; numpy array, list or tensor).  Only
-        label *values* matter: items are grouped by label, never by position.
-    classes_per_batch:
-        ``C``, distinct classes per batch (``<=`` the number of classes).
-    samples_per_class:
-        ``K``, items per class in a batch.  Batch size is ``C * K``.
-    seed:
-        Base seed; the shuffle of an epoch depends only on ``(seed, epoch)``.
-    drop_last:
-        ``False`` (default): each class's items are cut into chunks of ``K``
-        and an incomplete last chunk is topped up with other items of the same
-        class, so every item is seen each epoch.  ``True``: incomplete last
-        chunks of classes with at least ``K`` items are dropped (a few items
-        may be skipped in an epoch); classes with fewer than ``K`` items still
-        contribute one chunk.
-    class_sampling:
-        ``"coverage"`` (default): the epoch construction below, which shows every item once per epoch, so a
-        class appears in proportion to its size.  ``"uniform"``: as the authors' code, each batch draws its
-        ``C`` classes uniformly at random (without replacement within the batch) and ``K`` random items of
-        each, whatever the class sizes; an epoch has the same number of batches but need not show every item.
-    num_batches:
-        Fixed number of batches per epoch.  Must be at least the minimum needed
-        to cover the data (``len`` of a sampler built without it); the extra
-        batches are filled with additional random chunks.
+    Args:
+        labels: Label of every dataset item (1-D; numpy array, list or tensor).  Only label *values* matter: items
+            are grouped by label, never by position.
+        classes_per_batch: ``C``, distinct classes per batch (``<=`` the number of classes).
+        samples_per_class: ``K``, items per class in a batch.  Batch size is ``C * K``.
+        seed: Base seed; the shuffle of an epoch depends only on ``(seed, epoch)``.
+        drop_last: ``False`` (default): each class's items are cut into chunks of ``K`` and an incomplete last chunk
+            is topped up with other items of the same class, so every item is seen each epoch.  ``True``: incomplete
+            last chunks of classes with at least ``K`` items are dropped (a few items may be skipped in an epoch);
+            classes with fewer than ``K`` items still contribute one chunk.
+        class_sampling: ``"coverage"`` (default): the epoch construction below, which shows every item once per
+            epoch, so a class appears in proportion to its size.  ``"uniform"``: as the authors' code, each batch
+            draws its ``C`` classes uniformly at random (without replacement within the batch) and ``K`` random
+            items of each, whatever the class sizes; an epoch has the same number of batches but need not show every
+            item.
+        num_batches: Fixed number of batches per epoch.  Must be at least the minimum needed to cover the data
+            (``len`` of a sampler built without it); the extra batches are filled with additional random chunks.
 
-    Epoch construction
-    ------------------
-    1. Each class's items are shuffled and cut into chunks of ``K``.  A class
-       with fewer than ``K`` items is repeated (all its items, as often as they
-       fit, then a random subset without replacement) to fill one chunk;
-       otherwise a chunk holds ``K`` distinct items.
-    2. The number of batches is ``B = max(ceil(total_chunks / C),
-       max chunks of one class)`` (or ``num_batches``); missing chunks are
-       added for randomly chosen classes with spare room (a class never gets
-       more than ``B`` chunks).
-    3. Chunks are laid out class by class (classes in random order) and chunk
-       ``j`` goes to batch ``j mod B``, so a batch never holds two chunks of the
-       same class; the batch order is shuffled.
+    Epoch construction:
+        1. Each class's items are shuffled and cut into chunks of ``K``.  A class
+           with fewer than ``K`` items is repeated (all its items, as often as they
+           fit, then a random subset without replacement) to fill one chunk;
+           otherwise a chunk holds ``K`` distinct items.
+        2. The number of batches is ``B = max(ceil(total_chunks / C),
+           max chunks of one class)`` (or ``num_batches``); missing chunks are
+           added for randomly chosen classes with spare room (a class never gets
+           more than ``B`` chunks).
+        3. Chunks are laid out class by class (classes in random order) and chunk
+           ``j`` goes to batch ``j mod B``, so a batch never holds two chunks of the
+           same class; the batch order is shuffled.
 
-    Order within a batch is class-major: ``[K items of class a, K items of
-    class b, ...]``; labels of consecutive groups of K are equal.
+        Order within a batch is class-major: ``[K items of class a, K items of
+        class b, ...]``; labels of consecutive groups of K are equal.
 
-    ``len(sampler)`` is the number of batches per epoch (the same for every
-    epoch).
+        ``len(sampler)`` is the number of batches per epoch (the same for every
+        epoch).
     """
 
     def __init__(
         self,
-        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        labels: Union[Sequence[int], np.ndarray, torch.Tensor],
         classes_per_batch: int,
         samples_per_class: int,
         seed: int = 0,
         drop_last: bool = False,
-        num_batches: int | None = None,
+        num_batches: Optional[int] = None,
         class_sampling: str = "coverage",
     ) -> None:
         if isinstance(labels, torch.Tensor):

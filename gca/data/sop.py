@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Optional, Union
 
 import numpy as np
 
-from .base import (
+from gca.data.base import (
     ImageListDataset,
     annotation_error,
     check_split,
@@ -32,7 +33,7 @@ from .base import (
     parse_int,
     read_annotation_lines,
 )
-from .root import resolve_data_root
+from gca.data.root import resolve_data_root
 
 __all__ = ["StanfordOnlineProducts", "SOP_LAYOUT"]
 
@@ -52,34 +53,37 @@ _HEADER = ["image_id", "class_id", "super_class_id", "path"]
 class StanfordOnlineProducts(ImageListDataset):
     """Stanford Online Products with the official class-disjoint train/test split.
 
-    Parameters
-    ----------
-    root:
-        Data root holding ``Stanford_Online_Products/`` (or that folder itself);
-        ``None`` uses :func:`gca.data.resolve_data_root`.
-    split:
-        ``"train"`` (``Ebay_train.txt``) or ``"test"`` (``Ebay_test.txt``).
-    transform:
-        Callable applied to the RGB PIL image.
-
     Labels are contiguous within the split, ordered by original ``class_id``
     (``class_ids`` holds the original ids).  ``super_labels`` holds the
     contiguous super-class id (12 super classes) of each image and
     ``super_class_names`` their names (the image folder, e.g.
     ``"bicycle_final"``).
+
+    Args:
+        root: Data root holding ``Stanford_Online_Products/`` (or that folder itself); ``None`` uses
+            :func:`gca.data.resolve_data_root`.
+        split: ``"train"`` (``Ebay_train.txt``) or ``"test"`` (``Ebay_test.txt``).
+        transform: Callable applied to the RGB PIL image.
     """
 
     name = "sop"
     splits = ("train", "test")
 
-    def __init__(self, root: str | os.PathLike | None = None, split: str = "train", transform: Callable | None = None) -> None:
+    def __init__(
+        self,
+        root: Optional[Union[str, os.PathLike]] = None,
+        split: str = "train",
+        transform: Optional[Callable] = None,
+    ) -> None:
         split = check_split(split, self.splits, "Stanford Online Products")
         super().__init__(split, transform)
         data_root = resolve_data_root(root)
         fname = "Ebay_train.txt" if split == "train" else "Ebay_test.txt"
         base = first_existing_dir(data_root, _DIR_NAMES, fname)
         if base is None:
-            raise missing_annotation(data_root / "Stanford_Online_Products" / fname, "Stanford Online Products", SOP_LAYOUT)
+            raise missing_annotation(
+                data_root / "Stanford_Online_Products" / fname, "Stanford Online Products", SOP_LAYOUT
+            )
         self.root = base
         ann = base / fname
         rows = read_annotation_lines(ann, "Stanford Online Products", SOP_LAYOUT)
@@ -92,7 +96,9 @@ class StanfordOnlineProducts(ImageListDataset):
         for lineno, fields in rows[1:]:
             line = " ".join(fields)
             if len(fields) != 4:
-                raise annotation_error(ann, lineno, f"expected 4 fields (image_id class_id super_class_id path), got {len(fields)}", line)
+                raise annotation_error(
+                    ann, lineno, f"expected 4 fields (image_id class_id super_class_id path), got {len(fields)}", line
+                )
             parse_int(fields[0], ann, lineno, "image_id", line)
             cid = parse_int(fields[1], ann, lineno, "class_id", line)
             sid = parse_int(fields[2], ann, lineno, "super_class_id", line)

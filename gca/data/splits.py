@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -21,29 +22,23 @@ from torch.utils.data import Dataset
 __all__ = ["split_classes", "ClassSubset", "carve_validation"]
 
 
-def split_classes(labels: Sequence[int] | np.ndarray, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_classes(
+    labels: Union[Sequence[int], np.ndarray], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Split items into two class-disjoint index sets.
 
-    Parameters
-    ----------
-    labels:
-        Label of every item (any integer class ids).
-    val_fraction:
-        Fraction of the *classes* that go to validation:
-        ``round(val_fraction * C)``, clamped to ``1..C-1``.
-    seed:
-        Seed of the random class choice (deterministic for a given seed).
+    Args:
+        labels: Label of every item (any integer class ids).
+        val_fraction: Fraction of the *classes* that go to validation: ``round(val_fraction * C)``, clamped to
+            ``1..C-1``.
+        seed: Seed of the random class choice (deterministic for a given seed).
 
-    Returns
-    -------
-    (train_idx, val_idx)
-        Sorted ``int64`` index arrays into ``labels``; every class's items are
-        all in one of them, and together they cover every item once.
+    Returns:
+        (train_idx, val_idx): Sorted ``int64`` index arrays into ``labels``; every class's items are all in one of
+            them, and together they cover every item once.
 
-    Raises
-    ------
-    ValueError
-        If there are fewer than two classes or ``val_fraction`` is not in (0, 1).
+    Raises:
+        ValueError: If there are fewer than two classes or ``val_fraction`` is not in (0, 1).
     """
     labels = np.asarray(labels).reshape(-1)
     if not 0.0 < val_fraction < 1.0:
@@ -62,22 +57,17 @@ def split_classes(labels: Sequence[int] | np.ndarray, val_fraction: float = 0.2,
 class ClassSubset(Dataset):
     """A subset of a labelled dataset with labels renumbered to ``0..C'-1``.
 
-    Parameters
-    ----------
-    dataset:
-        Dataset returning ``(x, label)`` and exposing ``.labels`` (and
-        optionally ``.class_names``).
-    indices:
-        Item indices to keep (in this order).
-    split:
-        Name of the subset (default: the parent's ``split``).
-
     Exposes ``labels`` (new contiguous ``int64`` ids, in the order of the
     original label values), ``num_classes``, ``class_names`` and
     ``original_classes`` (the original label of each new class).
+
+    Args:
+        dataset: Dataset returning ``(x, label)`` and exposing ``.labels`` (and optionally ``.class_names``).
+        indices: Item indices to keep (in this order).
+        split: Name of the subset (default: the parent's ``split``).
     """
 
-    def __init__(self, dataset, indices: Sequence[int] | np.ndarray, split: str | None = None) -> None:
+    def __init__(self, dataset, indices: Union[Sequence[int], np.ndarray], split: Optional[str] = None) -> None:
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         parent = np.asarray(dataset.labels, dtype=np.int64)

@@ -30,6 +30,7 @@ without a channel mismatch; pass the backbone's ``in_channels`` to override the 
 from __future__ import annotations
 
 import numbers
+from typing import Optional
 
 from PIL import Image
 from torchvision import transforms as T
@@ -50,7 +51,7 @@ class ToMode:
 
     mode = "RGB"
 
-    def __init__(self, mode: str | None = None) -> None:
+    def __init__(self, mode: Optional[str] = None) -> None:
         if mode is not None:
             self.mode = mode
 
@@ -87,7 +88,7 @@ class ToGray(ToMode):
         return f"{type(self).__name__}()"
 
 
-def _channel_step(channels: int | None, default: int | None):
+def _channel_step(channels: Optional[int], default: Optional[int]):
     channels = default if channels is None else channels
     if channels is None:
         return None
@@ -99,41 +100,31 @@ def _channel_step(channels: int | None, default: int | None):
 def build_transforms(
     kind: str,
     train: bool,
-    image_size: int | None = None,
+    image_size: Optional[int] = None,
     *,
-    resize_size: int | None = None,
+    resize_size: Optional[int] = None,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
     background: int = 255,
-    channels: int | None = None,
+    channels: Optional[int] = None,
 ):
     """Build the transform pipeline for a dataset.
 
-    Parameters
-    ----------
-    kind:
-        ``"imagenet"``, ``"omniglot"``, ``"tensor"`` or ``"none"`` (see module doc).
-    train:
-        Training (with augmentation) or evaluation pipeline.
-    image_size:
-        Output side length; default 224 for ``"imagenet"``, 28 for ``"omniglot"``.
-    resize_size:
-        ``"imagenet"`` test only: side of the Resize before CenterCrop
-        (default ``round(image_size * 256 / 224)``).
-    mean, std:
-        ``"imagenet"`` normalisation statistics.
-    background:
-        ``"omniglot"`` train only: fill value of the affine augmentation (255
-        for black ink on white, the default; 0 with ``Omniglot(invert=True)``).
-    channels:
-        Channels of the output tensor, 1 (grayscale) or 3 (RGB): images of any
-        mode are converted first.  Default: 3 for ``"imagenet"``, 1 for
-        ``"omniglot"``, unchanged for ``"tensor"``.  A backbone's
-        ``in_channels`` attribute is the value to pass.
+    Args:
+        kind: ``"imagenet"``, ``"omniglot"``, ``"tensor"`` or ``"none"`` (see module doc).
+        train: Training (with augmentation) or evaluation pipeline.
+        image_size: Output side length; default 224 for ``"imagenet"``, 28 for ``"omniglot"``.
+        resize_size: ``"imagenet"`` test only: side of the Resize before CenterCrop (default
+            ``round(image_size * 256 / 224)``).
+        mean, std: ``"imagenet"`` normalisation statistics.
+        background: ``"omniglot"`` train only: fill value of the affine augmentation (255 for black ink on white,
+            the default; 0 with ``Omniglot(invert=True)``).
+        channels: Channels of the output tensor, 1 (grayscale) or 3 (RGB): images of any mode are converted first.
+            Default: 3 for ``"imagenet"``, 1 for ``"omniglot"``, unchanged for ``"tensor"``.  A backbone's
+            ``in_channels`` attribute is the value to pass.
 
-    Returns
-    -------
-    torchvision.transforms.Compose or None
+    Returns:
+        torchvision.transforms.Compose or None
     """
     kind = str(kind).lower()
     if kind not in TRANSFORM_KINDS:

@@ -8,7 +8,7 @@ Public API:
 * :func:`faiss_available` - whether the optional faiss backend can be used.
 """
 
-from .embed import embed_dataset
-from .metrics import faiss_available, retrieval_metrics
+from gca.evaluation.embed import embed_dataset
+from gca.evaluation.metrics import faiss_available, retrieval_metrics
 
 __all__ = ["retrieval_metrics", "embed_dataset", "faiss_available"]

@@ -27,7 +27,7 @@ how many there were is reported as ``"num_queries_without_positives"``.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch

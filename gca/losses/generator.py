@@ -1,7 +1,6 @@
 """Generator-side losses of GCA-HNG (METHOD 2.5): label preservation, hardness, diversity."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter

@@ -20,7 +20,8 @@ class GCAEdgeConv(MessagePassing):
         n &= \mathrm{GELU}(W_{NE} h + b), \qquad
         \alpha = \operatorname{softmax}_{t \in \{i, j\}} \langle W_q e_{ij}, W_k n_t \rangle / \sqrt{D} \\
         \hat e_{ij} &= \mathrm{LN}\big(\mathrm{GELU}(\textstyle\sum_t \alpha_t W_v n_t + e_{ij})\big) \\
-        e_{ij}' &= \mathrm{LN}\big(\mathrm{GELU}(\hat e_{ij} + W_4\, \mathrm{LN}_{4D}(\mathrm{GELU}(W_3 \hat e_{ij})))\big)
+        e_{ij}' &= \mathrm{LN}\big(\mathrm{GELU}(\hat e_{ij}
+            + W_4\, \mathrm{LN}_{4D}(\mathrm{GELU}(W_3 \hat e_{ij})))\big)
 
     The two end nodes are an unordered pair, so symmetric edge states stay symmetric.
 

@@ -95,6 +95,7 @@ def symmetric_pairs(edge_index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]
     pair_keys, order = torch.sort(key[pair_edge])
     pair_edge = pair_edge[order]
     position = torch.searchsorted(pair_keys, key)
-    if position.max() >= pair_keys.numel() or not torch.equal(pair_keys[position.clamp_max(pair_keys.numel() - 1)], key):
+    if position.max() >= pair_keys.numel() or not torch.equal(
+            pair_keys[position.clamp_max(pair_keys.numel() - 1)], key):
         raise ValueError("symmetric propagation needs the reverse of every edge in the graph")
     return pair_edge, position

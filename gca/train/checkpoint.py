@@ -14,8 +14,6 @@ from typing import Any, Dict, Iterable, Optional
 
 import torch
 
-from gca.io import atomic_save
-
 # config keys that may differ between a checkpoint and the run that resumes it: where files go, how long
 # to train, how often to log and evaluate; everything else shapes the models or the optimisation
 RESUMABLE_CHANGES = ("name", "output_dir", "device", "plots", "log_every_steps", "checkpoint_every_steps",
@@ -48,8 +46,9 @@ def load_checkpoint(path, *, map_location="cpu", required: Iterable[str] = ("con
         text = " ".join(str(exc).split())
         found = re.search(r"GLOBAL ([\w.]+)", text)
         if found:       # a pickle that names a class or function to call: crafted, or written by other code
-            raise CheckpointError(f"checkpoint {path} holds a {found.group(1)} object, not only tensors, numbers, "
-                                  f"strings, lists and dicts; refusing to unpickle it, as that could run code") from None
+            raise CheckpointError(
+                f"checkpoint {path} holds a {found.group(1)} object, not only tensors, numbers, strings, lists and "
+                f"dicts; refusing to unpickle it, as that could run code") from None
         detail = re.search(r"Unsupported \w+ \S+", text)
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint (garbage or corrupt"
                               f"{': ' + detail.group(0) if detail else ''})") from None

@@ -359,10 +359,10 @@ def validate(cfg: RunConfig) -> None:
     from gca.data import DATASETS
     from gca.data.transforms import TRANSFORM_KINDS
     from gca.graph import EDGE_MODES
-    from gca.losses.compat import SYNTHETIC_GRADIENTS, SYNTHETIC_LOSS_MODES
     from gca.losses import METRIC_LOSSES
-    from gca.schedules import SCHEDULE_SCALES
+    from gca.losses.compat import SYNTHETIC_GRADIENTS, SYNTHETIC_LOSS_MODES
     from gca.nn import LAYERS
+    from gca.schedules import SCHEDULE_SCALES
     from gca.synthesis import MIXING_MODES, NEGATIVES_PER_CLASS
 
     d, m, lo, g, s, e = cfg.data, cfg.model, cfg.loss, cfg.gca, cfg.solver, cfg.eval

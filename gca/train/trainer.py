@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -20,16 +19,25 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from gca.baselines import HDMLInterpolation
 from gca.backbones import EmbeddingModel, create_backbone
-from gca.data import (ClassBalancedBatchSampler, ClassSubset, FeatureDataset, build_transforms, cached_features,
-                      create_dataset, dataset_splits, resolve_data_root, split_classes)
+from gca.baselines import HDMLInterpolation
+from gca.data import (
+    ClassBalancedBatchSampler,
+    ClassSubset,
+    FeatureDataset,
+    build_transforms,
+    cached_features,
+    create_dataset,
+    dataset_splits,
+    resolve_data_root,
+    split_classes,
+)
 from gca.data.registry import canonical_name
 from gca.evaluation import embed_dataset, retrieval_metrics
+from gca.io import atomic_save
 from gca.losses import create_metric_loss
 from gca.model import GCAHNG
 from gca.objective import MetricLossObjective, Objective
-from gca.io import atomic_save
 from gca.rng import rng_state, seed_everything, set_rng_state
 from gca.train.checkpoint import CheckpointError, config_difference, load_checkpoint
 from gca.train.config import RunConfig, save_config
@@ -277,7 +285,8 @@ class Trainer:
         if self.best is None or not path.is_file():
             return False
         saved = load_checkpoint(path, required=("model", "epoch"))
-        return saved["epoch"] == self.best["epoch"] and saved.get("step", self.best.get("step")) == self.best.get("step")
+        selected_step = self.best.get("step")
+        return saved["epoch"] == self.best["epoch"] and saved.get("step", selected_step) == selected_step
 
     def resume(self, path: Optional[Path] = None) -> bool:
         """Continue from ``path`` (default ``run_dir/last.pt``); returns whether there was one to load.
@@ -545,7 +554,8 @@ class Trainer:
         if self.best is not None:
             best_path = self.run_dir / "best.pt"
             saved = load_checkpoint(best_path, map_location=self.device, required=("model", "epoch"))
-            if saved["epoch"] != self.best["epoch"] or saved.get("step", self.best.get("step")) != self.best.get("step"):
+            selected_step = self.best.get("step")
+            if saved["epoch"] != self.best["epoch"] or saved.get("step", selected_step) != selected_step:
                 raise CheckpointError(f"checkpoint {best_path} holds epoch {saved['epoch']}, but the run selected "
                                       f"epoch {self.best['epoch']} on validation (written by another run?)")
             current = {k: v.clone() for k, v in self.model.state_dict().items()}

@@ -174,7 +174,8 @@ def test_efficientnet_lite0_package_weights_classify_a_real_image(lite0_package_
         img = Image.open(fh).convert("RGB")
         w, h = img.size
         s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((224, 224), Image.BICUBIC)
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s)).resize((224, 224), Image.BICUBIC)
     x = torch.tensor(np.asarray(img), dtype=torch.float32).permute(2, 0, 1) / 255.0
     x = ((x - 0.5) / 0.5).unsqueeze(0)
     raw = torch.load(lite0_package_path, map_location="cpu", weights_only=True)

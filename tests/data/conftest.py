@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
 from PIL import Image
 
 # Real (read-only) data: $GCA_DATA_ROOT if set when the tests start, else ../shared/data from the repo root.
-REAL_DATA = Path(os.environ.get("GCA_DATA_ROOT") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+REAL_DATA = Path(
+    os.environ.get("GCA_DATA_ROOT") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+).resolve()
 
 
 def write_image(path: Path, seed: int, size=(12, 10), mode="RGB", fmt=None) -> Path:
@@ -67,7 +70,7 @@ CARS_CLASS_NAMES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura 
 CARS_IMAGE_CLASSES = [1, 1, 2, 3, 3, 3, 4, 2, 4]
 
 
-def write_cars_annos(path: Path, image_classes, class_names, drop_field: str | None = None) -> None:
+def write_cars_annos(path: Path, image_classes, class_names, drop_field: Optional[str] = None) -> None:
     from scipy.io import savemat
 
     fields = ["relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test"]
@@ -149,7 +152,7 @@ INSHOP_ROWS = [
 ]
 
 
-def write_inshop_partition(path: Path, rows, count: int | None = None) -> None:
+def write_inshop_partition(path: Path, rows, count: Optional[int] = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [str(len(rows) if count is None else count), "image_name item_id evaluation_status"]
     lines += [f"{name:<70}{item:<16}{status}" for name, item, status in rows]
@@ -187,7 +190,8 @@ def build_omniglot_folders(root: Path, base_name: str = "omniglot") -> Path:
                 for d in range(1, OMNIGLOT_DRAWINGS + 1):
                     seed += 1
                     write_omniglot_png(
-                        root / base_name / set_name / alphabet / f"character{c:02d}" / f"{1000 + c:04d}_{d:02d}.png", seed
+                        root / base_name / set_name / alphabet / f"character{c:02d}" / f"{1000 + c:04d}_{d:02d}.png",
+                        seed,
                     )
     return root
 

@@ -12,7 +12,6 @@ from PIL import Image
 
 from gca.data import Caltech101, Omniglot, build_transforms, clear_omniglot_cache, create_dataset
 
-
 # ------------------------------------------------------------------- real data
 
 
@@ -54,7 +53,8 @@ def test_caltech_real_split(real_data):
     assert train.class_names == names[:50] and test.class_names == names[50:]
     assert train.class_names[:4] == ["Faces", "Faces_easy", "Leopards", "Motorbikes"]
     assert len(train) + len(test) == 8677
-    assert np.array_equal(np.bincount(train.labels), [len(list((real_data / "caltech101" / "101_ObjectCategories" / n).glob("*.jpg"))) for n in names[:50]])
+    categories = real_data / "caltech101" / "101_ObjectCategories"
+    assert np.array_equal(np.bincount(train.labels), [len(list((categories / n).glob("*.jpg"))) for n in names[:50]])
     img, label = train[0]
     assert img.mode == "RGB" and label == 0
     # car_side holds grayscale JPEGs: they come back as RGB
@@ -102,7 +102,9 @@ def test_omniglot_folder_layout(omniglot_folder_root, builders):
     assert train.format == "folder"
     n_bg = sum(builders.OMNIGLOT_BG.values())
     assert (len(train), train.num_classes) == (n_bg * builders.OMNIGLOT_DRAWINGS, n_bg)
-    assert train.class_names[:3] == ["Alphabet_of_the_Magi/character01", "Alphabet_of_the_Magi/character02", "Greek/character01"]
+    assert train.class_names[:3] == [
+        "Alphabet_of_the_Magi/character01", "Alphabet_of_the_Magi/character02", "Greek/character01"
+    ]
     assert test.class_names == ["Atlantean/character01", "Atlantean/character02"]
     assert np.array_equal(np.bincount(train.labels), np.full(n_bg, builders.OMNIGLOT_DRAWINGS))
     img, lab = train[4]
@@ -154,7 +156,8 @@ def test_omniglot_download_uses_torchvision(tmp_path, monkeypatch, builders):
 
 def test_omniglot_bad_npz(tmp_path):
     (tmp_path / "omniglot").mkdir()
-    np.savez(tmp_path / "omniglot" / "images_background.npz", images=np.zeros((2, 3, 4, 4), bool), labels=np.zeros((2, 2)))
+    np.savez(tmp_path / "omniglot" / "images_background.npz",
+             images=np.zeros((2, 3, 4, 4), bool), labels=np.zeros((2, 2)))
     with pytest.raises(ValueError, match=r"images_background\.npz.*shape"):
         Omniglot(tmp_path, "train")
     np.savez(tmp_path / "omniglot" / "images_background.npz", pictures=np.zeros((2, 3, 4, 4), bool))
@@ -167,7 +170,8 @@ def test_caltech_tiny_layouts(tmp_path, builders):
     names = ["BACKGROUND_Google", "Faces", "ant", "beaver", "yin_yang"]
     for i, n in enumerate(names):
         for j in range(2 + i):
-            builders.write_image(cats / n / f"image_{j + 1:04d}.jpg", seed=i * 10 + j, mode="L" if n == "ant" else "RGB")
+            builders.write_image(cats / n / f"image_{j + 1:04d}.jpg", seed=i * 10 + j,
+                                 mode="L" if n == "ant" else "RGB")
     train, test = Caltech101(tmp_path, "train"), Caltech101(tmp_path, "test")
     assert train.class_names == ["Faces", "ant"] and test.class_names == ["beaver", "yin_yang"]
     assert len(train) == 3 + 4 and len(test) == 5 + 6

@@ -11,10 +11,10 @@ import torch
 from PIL import Image, ImageFile
 
 from gca.data import (
-    AnnotationError,
-    CorruptImageError,
-    Cars196,
     CUB200,
+    AnnotationError,
+    Cars196,
+    CorruptImageError,
     InShop,
     StanfordOnlineProducts,
     build_transforms,
@@ -246,7 +246,7 @@ def test_inshop_splits_share_test_mapping(inshop_root):
     # same item -> same label across query and gallery
     for q_path, q_lab in zip(query.paths, query.labels):
         item = q_path.split("/")[-2]
-        g_labels = {int(l) for p, l in zip(gallery.paths, gallery.labels) if p.split("/")[-2] == item}
+        g_labels = {int(lab) for p, lab in zip(gallery.paths, gallery.labels) if p.split("/")[-2] == item}
         assert g_labels == {int(q_lab)}
     assert gallery.labels.tolist() == [1, 1, 0, 2]
     img, lab = gallery[3]

@@ -9,6 +9,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -18,13 +19,13 @@ from gca.data.prepare import PREPARE_SPECS, PrepareError, check, extract_archive
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_tgz(src_dir: Path, out: Path, arcname: str | None = None) -> Path:
+def make_tgz(src_dir: Path, out: Path, arcname: Optional[str] = None) -> Path:
     with tarfile.open(out, "w:gz") as tf:
         tf.add(src_dir, arcname=arcname or src_dir.name)
     return out
 
 
-def make_zip(src_dir: Path, out: Path, arc_root: str | None = None) -> Path:
+def make_zip(src_dir: Path, out: Path, arc_root: Optional[str] = None) -> Path:
     arc_root = src_dir.name if arc_root is None else arc_root
     with zipfile.ZipFile(out, "w") as zf:
         for p in sorted(src_dir.rglob("*")):

@@ -15,7 +15,6 @@ from torchvision import transforms as T
 from gca.data import FeatureDataset, ImageFolderDML, build_transforms, cached_features, carve_validation, load_features
 from gca.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-
 # ---------------------------------------------------------------- transforms
 
 

@@ -61,4 +61,4 @@ def test_user_losses_declare_it_and_are_never_guessed():
     def fn(embeddings, labels):
         return embeddings.sum() * 0.0
     fn.is_proxy_loss = True                     # a plain callable declares it the same way
-    assert is_proxy_loss(fn) and not is_proxy_loss(lambda e, l: e.sum())
+    assert is_proxy_loss(fn) and not is_proxy_loss(lambda e, lab: e.sum())

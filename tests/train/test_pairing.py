@@ -25,7 +25,8 @@ def test_same_seed_same_augmented_batches_whatever_the_model_draws(tmp_path, mon
         seen.setdefault(type(objective).__name__, []).append((images.clone(), labels.clone()))
         return real_step(model, objective, images, labels, optimisers, **kwargs)
     monkeypatch.setattr(trainer_module, "train_step", recording_step)
-    for name, generator in (("baseline", "gca.enabled=false"), ("hdml", "gca.generator=hdml"), ("gca", "gca.enabled=true")):
+    for name, generator in (("baseline", "gca.enabled=false"), ("hdml", "gca.generator=hdml"),
+                            ("gca", "gca.enabled=true")):
         cfg = load_config(None, [
             f"data.root={tmp_path / 'data'}", "data.dataset=imagefolder", "data.dataset_kwargs={image_mode: L}",
             "data.transform=omniglot", "data.image_size=16", "data.val_fraction=0", "data.classes_per_batch=2",

@@ -113,7 +113,8 @@ def test_baseline_and_hdml_run_in_the_same_loop(tmp_path):
     # no augmentation here: augmentations draw from the global RNG, which GCA-HNG's initialisation and
     # random mixing draw from too, so only without it are the pixels of every batch a function of the seed
     runs = {}
-    for name, extra in (("baseline", "gca.enabled=false"), ("hdml", "gca.generator=hdml"), ("gca", "gca.generator=gca")):
+    for name, extra in (("baseline", "gca.enabled=false"), ("hdml", "gca.generator=hdml"),
+                        ("gca", "gca.generator=gca")):
         cfg = load_config(None, _overrides(tmp_path, f"name={name}", extra, "solver.epochs=1", "plots=false",
                                            "data.transform=tensor"))
         trainer = Trainer(cfg, progress=False)
