@@ -6,35 +6,17 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gca.cli import main as cli_main
+from gca.testing.runs import tiny_run_overrides
 from gca.train import Trainer, load_config
 from gca.train.checkpoint import CheckpointError, load_checkpoint
 from gca.train.step import NonFiniteLossError
 
 
-def _tiny_folder(root, classes=12, per_class=6, size=20, seed=0):
-    rng = np.random.default_rng(seed)
-    for c in range(classes):
-        pattern = rng.random((size, size)) > 0.5
-        folder = root / f"class_{c:02d}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            noisy = pattern ^ (rng.random((size, size)) < 0.1)
-            Image.fromarray((noisy * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
-
-
 def _config(tmp_path, *extra, name="run"):
-    root = tmp_path / "data"
-    if not root.exists():
-        _tiny_folder(root)
-    return load_config(None, [
-        f"data.root={root}", "data.dataset=imagefolder", "data.dataset_kwargs={image_mode: L, train_fraction: 0.5}",
-        "data.transform=omniglot", "data.image_size=16", "data.val_fraction=0.34", "data.classes_per_batch=2",
-        "data.samples_per_class=3", "model.backbone=omniglot_cnn", "model.embedding_dim=16", "gca.num_layers=1",
-        "gca.heads=2", "solver.epochs=3", "eval.batch_size=64", "plots=false", f"output_dir={tmp_path / 'runs'}",
-        "log_every_steps=1", "deterministic=true", "checkpoint_every_steps=1", f"name={name}", *extra])
+    return load_config(None, tiny_run_overrides(tmp_path, "log_every_steps=1", "deterministic=true",
+                                                "checkpoint_every_steps=1", f"name={name}", *extra))
 
 
 class _Crafted:

@@ -1,23 +1,13 @@
 """Runs with one seed are paired down to the pixels: baseline, HDML and GCA-HNG see the same augmented batches."""
-import numpy as np
 import torch
-from PIL import Image
 
 import gca.train.trainer as trainer_module
+from gca.testing.runs import write_pattern_folder
 from gca.train import Trainer, load_config
 
 
-def _folder(root):
-    rng = np.random.default_rng(0)
-    for c in range(8):
-        folder = root / f"c{c}"
-        folder.mkdir(parents=True)
-        for i in range(4):
-            Image.fromarray((rng.random((20, 20)) * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
-
-
 def test_same_seed_same_augmented_batches_whatever_the_model_draws(tmp_path, monkeypatch):
-    _folder(tmp_path / "data")
+    write_pattern_folder(tmp_path / "data", classes=8, per_class=4)
     seen = {}
     real_step = trainer_module.train_step
 

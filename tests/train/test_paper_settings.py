@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gca.data.sampler import ClassBalancedBatchSampler
+from gca.testing.runs import write_pattern_folder
 from gca.train import Trainer, load_config
 from gca.train.config import CONFIG_DIR
 
@@ -38,18 +38,9 @@ def test_uniform_class_sampling_ignores_class_size():
     assert np.abs(counts["uniform"][1:] - 1 / 11).max() < 0.02
 
 
-def _folder(root):
-    rng = np.random.default_rng(0)
-    for c in range(6):
-        folder = root / f"c{c}"
-        folder.mkdir(parents=True)
-        for i in range(4):
-            Image.fromarray((rng.random((20, 20)) * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
-
-
 @pytest.mark.parametrize("affine_frozen", [True, False])
 def test_bn_weights_train_after_warmup_unless_frozen(tmp_path, affine_frozen):
-    _folder(tmp_path / "data")
+    write_pattern_folder(tmp_path / "data", classes=6, per_class=4)
     cfg = load_config(None, [
         f"data.root={tmp_path / 'data'}", "data.dataset=imagefolder", "data.dataset_kwargs={image_mode: L}",
         "data.transform=omniglot", "data.image_size=16", "data.val_fraction=0", "data.classes_per_batch=2",

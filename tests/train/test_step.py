@@ -2,37 +2,17 @@
 import copy
 import functools
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gca.baselines import HDMLInterpolation
+from gca.testing.runs import tiny_run_overrides
 from gca.train import Trainer, load_config
 from gca.train.step import train_step
 
 
-def _tiny_folder(root, classes=12, per_class=6, size=20, seed=0):
-    rng = np.random.default_rng(seed)
-    for c in range(classes):
-        pattern = rng.random((size, size)) > 0.5
-        folder = root / f"class_{c:02d}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            noisy = pattern ^ (rng.random((size, size)) < 0.1)
-            Image.fromarray((noisy * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
-
-
 def _trainer(tmp_path, *extra, name="run"):
-    root = tmp_path / "data"
-    if not root.exists():
-        _tiny_folder(root)
-    cfg = load_config(None, [
-        f"data.root={root}", "data.dataset=imagefolder", "data.dataset_kwargs={image_mode: L, train_fraction: 0.5}",
-        "data.transform=omniglot", "data.image_size=16", "data.val_fraction=0.34", "data.classes_per_batch=2",
-        "data.samples_per_class=3", "model.backbone=omniglot_cnn", "model.embedding_dim=16", "gca.num_layers=1",
-        "gca.heads=2", "solver.epochs=2", "eval.batch_size=64", "plots=false", f"output_dir={tmp_path / 'runs'}",
-        "device=cpu", f"name={name}", *extra])
+    cfg = load_config(None, tiny_run_overrides(tmp_path, "solver.epochs=2", "device=cpu", f"name={name}", *extra))
     trainer = Trainer(cfg, progress=False)
     trainer.model.train()
     trainer.objective.train()

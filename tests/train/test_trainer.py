@@ -1,39 +1,18 @@
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gca.baselines import HDMLInterpolation
 from gca.cli import main as cli_main
 from gca.model import GCAHNG
 from gca.objective import MetricLossObjective, Objective
+from gca.testing.runs import tiny_run_overrides
 from gca.train import Trainer, load_config
 
 
-def _tiny_folder(root, classes=12, per_class=6, size=20, seed=0):
-    """One folder per class; each class is a noisy version of its own random pattern."""
-    rng = np.random.default_rng(seed)
-    for c in range(classes):
-        pattern = rng.random((size, size)) > 0.5
-        folder = root / f"class_{c:02d}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            noisy = pattern ^ (rng.random((size, size)) < 0.1)
-            Image.fromarray((noisy * 255).astype(np.uint8), mode="L").save(folder / f"{i}.png")
-    return root
-
-
 def _overrides(tmp_path, *extra):
-    root = tmp_path / "data"
-    if not root.exists():
-        _tiny_folder(root)
-    return [f"data.root={root}", "data.dataset=imagefolder", "data.dataset_kwargs={image_mode: L, train_fraction: 0.5}",
-            "data.transform=omniglot", "data.image_size=16", "data.val_fraction=0.34", "data.classes_per_batch=2",
-            "data.samples_per_class=3", "model.backbone=omniglot_cnn", "model.embedding_dim=16", "gca.num_layers=1",
-            "gca.heads=2", "solver.epochs=3", "eval.batch_size=64", "plots=true", f"output_dir={tmp_path / 'runs'}",
-            "log_every_steps=1", *extra]
+    return tiny_run_overrides(tmp_path, "plots=true", "log_every_steps=1", *extra)
 
 
 def test_unknown_key_and_bad_values_are_named():
