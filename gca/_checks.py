@@ -5,8 +5,8 @@ import torch
 from torch import Tensor
 
 
-def check_embeddings_and_labels(embeddings: Tensor, labels: Tensor, *, min_classes: int = 1) -> None:
-    """Raise a clear ``TypeError``/``ValueError`` for anything a batch of embeddings cannot be."""
+def check_batch_structure(embeddings: Tensor, labels: Tensor) -> None:
+    """Types, shapes, dtypes and devices of a batch: nothing that reads the values (no device sync)."""
     if not isinstance(embeddings, Tensor):
         raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
     if not isinstance(labels, Tensor):
@@ -22,10 +22,15 @@ def check_embeddings_and_labels(embeddings: Tensor, labels: Tensor, *, min_class
     if labels.shape[0] != embeddings.shape[0]:
         raise ValueError(
             f"embeddings and labels differ in length: {embeddings.shape[0]} embeddings, {labels.shape[0]} labels")
-    if embeddings.shape[0] < 2:
-        raise ValueError(f"a batch needs at least 2 samples, got {embeddings.shape[0]}")
     if labels.device != embeddings.device:
         raise ValueError(f"embeddings are on {embeddings.device} but labels on {labels.device}")
+
+
+def check_embeddings_and_labels(embeddings: Tensor, labels: Tensor, *, min_classes: int = 1) -> None:
+    """Raise a clear ``TypeError``/``ValueError`` for anything a batch of embeddings cannot be."""
+    check_batch_structure(embeddings, labels)
+    if embeddings.shape[0] < 2:
+        raise ValueError(f"a batch needs at least 2 samples, got {embeddings.shape[0]}")
     if not torch.isfinite(embeddings).all():
         bad = (~torch.isfinite(embeddings)).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"embeddings contain NaN or infinite values (rows {bad[:10]}{'...' if len(bad) > 10 else ''})")

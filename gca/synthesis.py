@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from gca._checks import check_choice, check_edge_index
+from gca._checks import check_batch_structure, check_choice, check_edge_index
 
 MIXING_MODES = ("sequential", "dirichlet", "mean")
 NEGATIVES_PER_CLASS = ("all", "one")
@@ -169,18 +169,7 @@ def _check_synthesis_inputs(embeddings: Tensor, labels: Tensor, edge_index: Tens
                             gamma: Union[float, Tensor]) -> None:
     # shapes, dtypes and devices only: the callers already checked the values (NaN, label range), and a
     # data-dependent check here would cost a device sync every step
-    for name, value in (("embeddings", embeddings), ("labels", labels)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if embeddings.dim() != 2:
-        raise ValueError(f"embeddings must have shape [B, D], got {tuple(embeddings.shape)}")
-    if not embeddings.is_floating_point():
-        raise TypeError(f"embeddings must be floating point, got {embeddings.dtype}")
-    if labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(f"labels must have shape [B] = [{embeddings.shape[0]}] like the embeddings, "
-                         f"got {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    check_batch_structure(embeddings, labels)
     check_edge_index(edge_index, embeddings.shape[0], embeddings.device)
     if lam is not None:
         if not isinstance(lam, Tensor):

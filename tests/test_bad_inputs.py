@@ -161,7 +161,7 @@ API_CASES = [
     ("synth-edge-index-float", lambda t: _synth(edge_index=full_edge_index(6).float()), TypeError,
      r"edge_index must be an integer \(int64\) tensor, got torch\.float32"),
     ("synth-labels-length", lambda t: _synth(labels=torch.arange(5)), ValueError,
-     r"labels must have shape \[B\] = \[6\] like the embeddings, got \(5,\)"),
+     r"embeddings and labels differ in length: 6 embeddings, 5 labels"),
     ("synth-mixing-unknown", lambda t: _synth(mixing="median"), ValueError,
      r"mixing must be one of 'sequential', 'dirichlet', 'mean'; got 'median'"),
     ("synth-negatives-unknown", lambda t: _synth(negatives_per_class="two"), ValueError,
