@@ -208,6 +208,19 @@ def build_omniglot_npz(root: Path, classes=(3, 2), drawings=4, side=10) -> Path:
     return root
 
 
+# ------------------------------------------------------------ shared checks
+
+
+def _check_common(ds, n_items, n_classes):
+    assert len(ds) == n_items
+    assert ds.num_classes == n_classes == len(ds.class_names)
+    assert isinstance(ds.labels, np.ndarray) and ds.labels.dtype == np.int64 and ds.labels.ndim == 1
+    assert sorted(set(ds.labels.tolist())) == list(range(n_classes))
+    img, label = ds[0]
+    assert isinstance(label, int) and label == ds.labels[0]
+    return img
+
+
 # ------------------------------------------------------------------- fixtures
 
 
@@ -238,6 +251,18 @@ def omniglot_folder_root(tmp_path):
 
 
 @pytest.fixture
+def folder(tmp_path):
+    """A class-per-folder image tree (6 classes of 1..6 images) with a stray file and a hidden folder."""
+    root = tmp_path / "flowers"
+    for i, name in enumerate(["tulip", "Rose", "daisy", "iris", "lily", "aster"]):
+        for j in range(i + 1):
+            write_image(root / name / f"{j}.png" if j % 2 else root / name / f"{j}.jpg", seed=i * 7 + j)
+    (root / "notes.txt").write_text("not a class")
+    (root / ".hidden").mkdir()
+    return root
+
+
+@pytest.fixture
 def real_data():
     if not (REAL_DATA / "omniglot").is_dir() and not (REAL_DATA / "caltech101").is_dir():
         pytest.skip(f"real data not found at {REAL_DATA}")
@@ -256,3 +281,9 @@ def builders():
     import types
 
     return types.SimpleNamespace(**{k: v for k, v in globals().items() if not k.startswith("_") and k.isidentifier()})
+
+
+@pytest.fixture(scope="session")
+def check_common():
+    """Checks every dataset loader must pass: ``check_common(ds, n_items, n_classes)`` returns ``ds[0][0]``."""
+    return _check_common

@@ -152,3 +152,21 @@ def test_large_scale_speed():
     batches = list(s)
     assert len(batches) == len(s)
     assert len(set(i for b in batches for i in b)) == len(labels)
+
+
+def test_uniform_class_sampling_ignores_class_size():
+    labels = np.concatenate([np.zeros(60, int), np.repeat(np.arange(1, 11), 4)])    # one big class, ten small
+    counts = {}
+    for mode in ("coverage", "uniform"):
+        sampler = ClassBalancedBatchSampler(labels, 4, 2, seed=0, class_sampling=mode)
+        seen = np.zeros(11)
+        for epoch in range(40):
+            sampler.set_epoch(epoch)
+            for batch in sampler:
+                classes = np.unique(labels[batch])
+                assert len(classes) == 4 and len(batch) == 8
+                seen[classes] += 1
+        counts[mode] = seen / seen.sum()
+    assert counts["coverage"][0] > 3 * counts["coverage"][1:].mean()      # the big class dominates
+    assert abs(counts["uniform"][0] - 1 / 11) < 0.02                     # every class alike
+    assert np.abs(counts["uniform"][1:] - 1 / 11).max() < 0.02
