@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -240,6 +240,46 @@ def plot_projection(run_dir: Path, path: Path, classes: int = 8, per_class: int 
     return path
 
 
+def plot_curves(rows: List[dict], workdir: Path, dataset: str, path: Path) -> Optional[Path]:
+    """Validation R@1 against steps for every row of ``dataset`` (mean over seeds, the seeds as thin lines),
+    read from the runs' ``metrics.jsonl``: does each baseline plateau within the budget?"""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gca.train.plots import read_metrics
+    group = [r for r in rows if r["dataset"] == dataset]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn = False
+    for i, row in enumerate(group):
+        curves = []
+        for run in row["runs"]:
+            name = f"{_slug(' '.join(row['settings']['overrides'][len(PROTOCOLS[dataset]['overrides']):]) or 'gca')}"
+            records = read_metrics(workdir / dataset / f"{name}_s{run['seed']}")
+            curves.append([(r["step"], 100 * r["R@1"]) for r in records if r["kind"] == "val"])
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        colour = plt.get_cmap("tab10")(i % 10)
+        for c in curves:
+            ax.plot(*zip(*c), color=colour, lw=0.5, alpha=0.4)
+        steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
+        means = [np.mean([v for c in curves for s2, v in c if s2 == s]) for s in steps]
+        ax.plot(steps, means, color=colour, lw=2, marker=".", label=f"{row['method']} (mean of {len(curves)} seeds)")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation R@1 (%)")
+    ax.set_title(f"{dataset}: validation classes (model selection), by step", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_outputs(rows: List[dict], out: Path) -> None:
     summarise(rows)
     (out / "quality.json").write_text(json.dumps(rows, indent=1))
@@ -280,6 +320,9 @@ def main(argv=None) -> int:
         rows = json.loads(path.read_text())
         write_outputs(rows, args.out)
         for proto_name in dict.fromkeys(r["dataset"] for r in rows):
+            curves = plot_curves(rows, args.workdir, proto_name, args.out / f"quality_curves_{proto_name}.png")
+            if curves:
+                print("validation curves:", curves)
             run = args.workdir / proto_name / "gca_s0"
             if (run / "last.pt").is_file():
                 print("projection plot:", plot_projection(run, args.out / f"projection_{proto_name}.png"))
