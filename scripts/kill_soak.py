@@ -4,7 +4,7 @@
 
 One reference run trains without interruption. Then trials: a fresh run directory is trained with
 ``gca train ... --resume`` and killed with SIGKILL after a random delay, again and again, until an attempt
-finishes; its final weights (``last.pt``: model, generator, metric loss; ``best.pt``: model), ``result.json``
+finishes; its final weights (``last.pt``: model, objective, metric loss; ``best.pt``: model), ``result.json``
 and ``metrics.jsonl`` records (without wall times and resume notes) must equal the reference's exactly.
 Trials repeat until at least ``--kills`` kills have landed. Runs are deterministic (``deterministic=true``),
 so any difference is a resume bug. Prints one line per attempt and a summary: kills, trials, mismatches.
@@ -62,7 +62,7 @@ def _differences(reference: Path, run: Path):
     steps = [r["step"] for r in records_b if r["kind"] == "train"]
     if len(steps) != len(set(steps)):
         problems.append("metrics.jsonl holds a step more than once")
-    for name, keys in (("last.pt", ("model", "generator", "metric_loss")), ("best.pt", ("model",))):
+    for name, keys in (("last.pt", ("model", "objective", "metric_loss")), ("best.pt", ("model",))):
         a, b = load_checkpoint(reference / name, required=keys), load_checkpoint(run / name, required=keys)
         for key in keys:
             sa, sb = a[key] or {}, b[key] or {}
