@@ -130,7 +130,7 @@ def markdown(rows: List[dict]) -> str:
         env = group[0].get("environment", {})
         out.append(f"## {dataset}\n\nBudget: {group[0]['budget']}. All {sum(len(r['runs']) for r in group)} runs of "
                    f"this table took {minutes:.0f} minutes in total (torch {env.get('torch')}, "
-                   f"{env.get('threads')} threads). Seeds: "
+                   f"{env.get('threads')} threads{'; ' + group[0]['code'] if group[0].get('code') else ''}). Seeds: "
                    f"{sorted({run['seed'] for r in group for run in r['runs']})}. Test classes never seen in training; "
                    "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %. "
                    "The last column is the R@1 difference to the row's baseline paired by seed (mean ± std of the "
