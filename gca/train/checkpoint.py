@@ -25,6 +25,11 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, unsafe, incomplete or from another config."""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, cut at ``limit`` characters: torch's are many lines long."""
+    return str(exc).strip().split("\n")[0][:limit]
+
+
 def load_checkpoint(path, *, map_location="cpu", required: Iterable[str] = ("config", "model")) -> Dict[str, Any]:
     """Read a checkpoint as data (``weights_only=True``) and check that it holds the ``required`` keys.
 
@@ -53,9 +58,8 @@ def load_checkpoint(path, *, map_location="cpu", required: Iterable[str] = ("con
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint (garbage or corrupt"
                               f"{': ' + detail.group(0) if detail else ''})") from None
     except Exception as exc:        # zip reader, EOF, pickle framing: all mean "not a usable file"
-        first = str(exc).strip().split("\n")[0][:160]
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint (truncated or corrupt? "
-                              f"{type(exc).__name__}: {first})") from None
+                              f"{type(exc).__name__}: {first_line(exc, 160)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a gca checkpoint dict")
     missing = [k for k in required if k not in state]

@@ -34,12 +34,12 @@ from gca.data import (
 )
 from gca.data.registry import canonical_name
 from gca.evaluation import embed_dataset, retrieval_metrics
-from gca.io import atomic_save
+from gca.io import atomic_save, atomic_write_text
 from gca.losses import create_metric_loss
 from gca.model import GCAHNG
 from gca.objective import MetricLossObjective, Objective
 from gca.rng import rng_state, seed_everything, set_rng_state
-from gca.train.checkpoint import CheckpointError, config_difference, load_checkpoint
+from gca.train.checkpoint import CheckpointError, config_difference, first_line, load_checkpoint
 from gca.train.config import RunConfig, save_config
 from gca.train.step import NonFiniteLossError, Optimisers, train_step
 
@@ -228,7 +228,7 @@ class Trainer:
             return None if obj is None else obj.state_dict()
         return {
             "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step,
-            "step_in_epoch": self.step_in_epoch, "epoch_length": self.epoch_length, "best": self.best,
+            "step_in_epoch": self.step_in_epoch, "best": self.best,
             "history": self.history, "epoch_totals": self.epoch_totals, "nonfinite_in_row": self.nonfinite_in_row,
             "metrics_lines": self._metrics_lines,
             "model": self.model.state_dict(), "metric_loss": self.metric_loss.state_dict(),
@@ -253,8 +253,7 @@ class Trainer:
                 if getattr(self, name) is not None:
                     getattr(self, name).load_state_dict(state[name])
         except (RuntimeError, KeyError, ValueError) as exc:
-            first = str(exc).strip().split("\n")[0][:200]
-            raise CheckpointError(f"checkpoint {source} does not fit this run's models: {first}") from None
+            raise CheckpointError(f"checkpoint {source} does not fit this run's models: {first_line(exc)}") from None
         self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
         self.best, self.history = state["best"], state["history"]
         self.epoch_totals = state.get("epoch_totals") or self._new_epoch_totals()
@@ -268,8 +267,7 @@ class Trainer:
         try:
             self.model.load_state_dict(weights)
         except RuntimeError as exc:
-            first = str(exc).strip().split("\n")[0][:200]
-            raise CheckpointError(f"checkpoint {source} does not fit the configured model: {first}") from None
+            raise CheckpointError(f"checkpoint {source} does not fit the configured model: {first_line(exc)}") from None
 
     def save_checkpoint(self) -> Path:
         path = self.run_dir / "last.pt"
@@ -280,13 +278,20 @@ class Trainer:
         atomic_save({"model": self.model.state_dict(), "config": self.cfg.to_dict(), "epoch": self.epoch,
                      "step": self.step}, self.run_dir / "best.pt")
 
-    def _best_file_matches(self) -> bool:
-        path = self.run_dir / "best.pt"
-        if self.best is None or not path.is_file():
-            return False
-        saved = load_checkpoint(path, required=("model", "epoch"))
+    def _holds_selected(self, saved: Dict[str, Any]) -> bool:
+        """Whether a loaded ``best.pt`` holds the checkpoint the run selected on validation (epoch and step)."""
         selected_step = self.best.get("step")
         return saved["epoch"] == self.best["epoch"] and saved.get("step", selected_step) == selected_step
+
+    def _best_file_is_stale(self) -> bool:
+        """After a checkpoint that selected its own epoch, whether ``best.pt`` lacks those weights: it is written
+        right after that checkpoint, so a kill between the two leaves it behind."""
+        if self.best is None or self.step_in_epoch:
+            return False
+        if (self.best["epoch"], self.best.get("step")) != (self.epoch, self.step):
+            return False
+        path = self.run_dir / "best.pt"
+        return not (path.is_file() and self._holds_selected(load_checkpoint(path, required=("model", "epoch"))))
 
     def resume(self, path: Optional[Path] = None) -> bool:
         """Continue from ``path`` (default ``run_dir/last.pt``); returns whether there was one to load.
@@ -304,9 +309,7 @@ class Trainer:
                                 required=("config", "model", "rng", "epoch", "step", "step_in_epoch"))
         self.load_state_dict(state, source=str(path))
         self._truncate_metrics(state.get("metrics_lines"))
-        # best.pt is written right after the checkpoint that records the choice, with the same weights
-        if self.best is not None and self.best["epoch"] == self.epoch and self.step_in_epoch == 0 \
-                and self.best.get("step") == self.step and not self._best_file_matches():
+        if self._best_file_is_stale():
             self._save_best()
         self._log({"kind": "resume", "epoch": self.epoch, "step": self.step, "from": str(path)})
         return True
@@ -323,9 +326,7 @@ class Trainer:
             return
         kept = self.metrics_path.read_text().splitlines()
         if len(kept) > lines:
-            tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept[:lines]))
-            tmp.replace(self.metrics_path)
+            atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept[:lines]))
         self._metrics_lines = min(len(kept), lines)
 
     # ------------------------------------------------------------------------------ training
@@ -541,33 +542,29 @@ class Trainer:
         With ``eval.test=false`` (a search on validation) the test classes are never embedded: the result
         holds the selected validation metrics instead, each key prefixed ``val_``."""
         if not self.cfg.eval.test:
-            result = {"name": self.cfg.name, "checkpoint": "test skipped (eval.test=false)", "epochs": self.epoch,
-                      "steps": self.step, "gca": self.cfg.gca.enabled,
-                      **{f"val_{k}": v for k, v in (self.best or {}).items()}}
-            self._log({"kind": "search_result", **result})
-            tmp = self.run_dir / ".result.json.tmp"
-            tmp.write_text(json.dumps(result, indent=2))
-            tmp.replace(self.run_dir / "result.json")
-            return result
-        selected = "last"
-        current = None
-        if self.best is not None:
-            best_path = self.run_dir / "best.pt"
-            saved = load_checkpoint(best_path, map_location=self.device, required=("model", "epoch"))
-            selected_step = self.best.get("step")
-            if saved["epoch"] != self.best["epoch"] or saved.get("step", selected_step) != selected_step:
-                raise CheckpointError(f"checkpoint {best_path} holds epoch {saved['epoch']}, but the run selected "
-                                      f"epoch {self.best['epoch']} on validation (written by another run?)")
-            current = {k: v.clone() for k, v in self.model.state_dict().items()}
-            self.load_model_weights(saved["model"], source=str(best_path))
-            selected = f"best on validation (epoch {self.best['epoch']})"
-        metrics = self.test_metrics()
-        if current is not None:
-            self.model.load_state_dict(current)
+            kind, selected = "search_result", "test skipped (eval.test=false)"
+            metrics = {f"val_{k}": v for k, v in (self.best or {}).items()}
+        else:
+            kind, (selected, metrics) = "test", self._test_selected()
         result = {"name": self.cfg.name, "checkpoint": selected, "epochs": self.epoch, "steps": self.step,
                   "gca": self.cfg.gca.enabled, **metrics}
-        self._log({"kind": "test", **result})
-        tmp = self.run_dir / ".result.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(self.run_dir / "result.json")
+        self._log({"kind": kind, **result})
+        atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2))
         return result
+
+    def _test_selected(self):
+        """Test metrics of the checkpoint selected on validation (``best.pt``), or of the last weights."""
+        if self.best is None:
+            return "last", self.test_metrics()
+        best_path = self.run_dir / "best.pt"
+        saved = load_checkpoint(best_path, map_location=self.device, required=("model", "epoch"))
+        if not self._holds_selected(saved):
+            raise CheckpointError(f"checkpoint {best_path} holds epoch {saved['epoch']}, but the run selected "
+                                  f"epoch {self.best['epoch']} on validation (written by another run?)")
+        current = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.load_model_weights(saved["model"], source=str(best_path))
+        try:
+            metrics = self.test_metrics()
+        finally:
+            self.model.load_state_dict(current)
+        return f"best on validation (epoch {self.best['epoch']})", metrics
