@@ -81,8 +81,19 @@ STRONG_METHODS: List[tuple] = [
 ]
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:60]
+def slug(text: str, limit: int = 60) -> str:
+    """A folder-safe name for a run: letters and digits kept, everything else ``_``, at most ``limit`` long."""
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:limit]
+
+
+def run_name(method_overrides: List[str], seed: int) -> str:
+    """The run folder of one (method, seed) in a protocol's work directory."""
+    return f"{slug(' '.join(method_overrides) or 'gca')}_s{seed}"
+
+
+def methods_of(protocol_name: str) -> List[tuple]:
+    """The rows a protocol compares: the strong baselines' for the converged protocols, the ablations otherwise."""
+    return STRONG_METHODS if PROTOCOLS[protocol_name].get("methods") == "strong" else METHODS
 
 
 def _environment() -> dict:
@@ -92,7 +103,7 @@ def _environment() -> dict:
 
 
 def run_one(protocol: dict, method_overrides: List[str], seed: int, workdir: Path) -> dict:
-    name = f"{_slug(' '.join(method_overrides) or 'gca')}_s{seed}"
+    name = run_name(method_overrides, seed)
     cfg = load_config(protocol["config"], protocol["overrides"] + method_overrides +
                       [f"seed={seed}", f"name={name}", f"output_dir={workdir}", "plots=false"])
     start = time.perf_counter()
@@ -249,13 +260,13 @@ def plot_curves(rows: List[dict], workdir: Path, dataset: str, path: Path) -> Op
 
     from gca.train.plots import read_metrics
     group = [r for r in rows if r["dataset"] == dataset]
+    overrides_of = dict(methods_of(dataset))
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
     for i, row in enumerate(group):
         curves = []
         for run in row["runs"]:
-            name = f"{_slug(' '.join(row['settings']['overrides'][len(PROTOCOLS[dataset]['overrides']):]) or 'gca')}"
-            records = read_metrics(workdir / dataset / f"{name}_s{run['seed']}")
+            records = read_metrics(workdir / dataset / run_name(overrides_of[row["method"]], run["seed"]))
             curves.append([(r["step"], 100 * r["R@1"]) for r in records if r["kind"] == "val"])
         curves = [c for c in curves if c]
         if not curves:
@@ -303,7 +314,7 @@ def main(argv=None) -> int:
                         help="smoke test: 2 methods, 1 seed, 30 steps on Omniglot (a few minutes)")
     args = parser.parse_args(argv)
     protocols = args.protocol or ["omniglot-quick"]
-    all_methods = STRONG_METHODS if PROTOCOLS[protocols[0]].get("methods") == "strong" else METHODS
+    all_methods = methods_of(protocols[0])
     methods = all_methods
     if args.methods:
         # "+" in a selector would match every GCA-HNG row; match whole labels, or prefixes of the label

@@ -29,16 +29,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from quality import slug  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
+
 from gca.train import Trainer, load_config  # noqa: E402
 from gca.train.plots import read_metrics  # noqa: E402
 
 END_STATE_KEYS = ("next_gamma", "next_synthetic_weight", "diag_cos_synthetic", "diag_cos_hardest_real",
                   "diag_harder_than_real", "diag_label_accuracy", "diag_unchanged", "diag_lambda_channel_std",
                   "diag_lambda_negative_std")
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:50]
 
 
 def parse_candidate(text: str):
@@ -49,7 +47,7 @@ def parse_candidate(text: str):
 
 
 def run_one(config: str, base: List[str], label: str, overrides: List[str], seed: int, workdir: Path) -> Dict:
-    name = f"{_slug(label)}_s{seed}"
+    name = f"{slug(label, limit=50)}_s{seed}"
     cfg = load_config(config, base + overrides + [f"seed={seed}", f"name={name}", f"output_dir={workdir}",
                                                   "eval.test=false", "plots=false"])
     start = time.perf_counter()

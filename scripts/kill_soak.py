@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from gca.testing.runs import comparable_records
 from gca.train.checkpoint import load_checkpoint
 
 DEFAULT_OVERRIDES = ["solver.max_steps=30", "solver.steps_per_epoch=10", "checkpoint_every_steps=3",
@@ -36,18 +37,6 @@ def _command(config: str, overrides, out_dir: Path, name: str, resume: bool):
     return cmd + (["--resume"] if resume else [])
 
 
-def _records(run_dir: Path):
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["kind"] == "resume":
-            continue
-        for volatile in ("seconds", "name"):
-            record.pop(volatile, None)
-        out.append(record)
-    return out
-
-
 def _differences(reference: Path, run: Path):
     """What differs between two finished runs (an empty list when they are identical)."""
     problems = []
@@ -56,7 +45,7 @@ def _differences(reference: Path, run: Path):
     result_b.pop("name")
     if result_a != result_b:
         problems.append(f"result.json: {result_a} vs {result_b}")
-    records_a, records_b = _records(reference), _records(run)
+    records_a, records_b = comparable_records(reference), comparable_records(run)
     if records_a != records_b:
         problems.append(f"metrics.jsonl: {len(records_a)} vs {len(records_b)} records differ")
     steps = [r["step"] for r in records_b if r["kind"] == "train"]

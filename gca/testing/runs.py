@@ -1,6 +1,7 @@
 """Tiny data and configs for tests that train for real: seconds-long runs on an image folder they write."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List
 
@@ -35,3 +36,16 @@ def tiny_run_overrides(tmp_path: Path, *extra: str) -> List[str]:
             "data.samples_per_class=3", "model.backbone=omniglot_cnn", "model.embedding_dim=16", "gca.num_layers=1",
             "gca.heads=2", "solver.epochs=3", "eval.batch_size=64", "plots=false",
             f"output_dir={Path(tmp_path) / 'runs'}", *extra]
+
+
+def comparable_records(run_dir: Path) -> List[dict]:
+    """A run's ``metrics.jsonl`` without what legitimately differs between two runs of one config: wall times,
+    the run's name and the notes a resumed run adds."""
+    records = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] != "resume":
+            record.pop("seconds", None)
+            record.pop("name", None)
+            records.append(record)
+    return records

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gca.cli import main as cli_main
-from gca.testing.runs import tiny_run_overrides
+from gca.testing.runs import comparable_records, tiny_run_overrides
 from gca.train import Trainer, load_config
 from gca.train.checkpoint import CheckpointError, load_checkpoint
 from gca.train.step import NonFiniteLossError
@@ -29,22 +29,10 @@ class _Crafted:
         return os.system, (f"touch {self.marker}",)
 
 
-def _records(run_dir):
-    """metrics.jsonl without what legitimately differs between runs (wall time, resume notes)."""
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["kind"] != "resume":
-            record.pop("seconds", None)
-            record.pop("name", None)
-            out.append(record)
-    return out
-
-
 def _assert_same_run(a_dir, b_dir):
     result_a, result_b = (json.loads((d / "result.json").read_text()) for d in (a_dir, b_dir))
     assert result_a.pop("name") != result_b.pop("name") and result_a == result_b
-    assert _records(a_dir) == _records(b_dir)
+    assert comparable_records(a_dir) == comparable_records(b_dir)
     for name in ("last.pt", "best.pt"):
         a, b = load_checkpoint(a_dir / name, required=("model",)), load_checkpoint(b_dir / name, required=("model",))
         assert a["epoch"] == b["epoch"]
@@ -138,7 +126,7 @@ def test_a_kill_anywhere_resumes_to_the_same_run(tmp_path, monkeypatch, where):
     assert resumed.resume()
     resumed.fit()
     _assert_same_run(reference.run_dir, resumed.run_dir)
-    epochs = [r for r in _records(resumed.run_dir) if r["kind"] == "epoch"]
+    epochs = [r for r in comparable_records(resumed.run_dir) if r["kind"] == "epoch"]
     assert [r["steps"] for r in epochs] == [2, 2]         # each epoch's summary counts all its steps once
 
 
@@ -166,7 +154,7 @@ def test_nonfinite_loss_raises_by_default_and_skip_policy_counts_and_stops(tmp_p
         return out * float("nan") if skipper.step + 1 in poisoned else out
     monkeypatch.setattr(type(skipper.metric_loss), "forward", nan_steps)
     skipper.fit()
-    records = _records(skipper.run_dir)
+    records = comparable_records(skipper.run_dir)
     assert [r["step"] for r in records if r["kind"] == "skipped"] == [2, 3]
     epoch = next(r for r in records if r["kind"] == "epoch")
     assert epoch["nonfinite_steps"] == 2 and epoch["steps"] == 4 and np.isfinite(epoch["metric"])
