@@ -520,20 +520,24 @@ class Trainer:
                              amp_dtype=self.amp_dtype, progress=False, keep_on_device=True)
 
     def evaluate(self, dataset, gallery=None) -> Dict[str, float]:
+        return self._score(dataset, gallery)[0]
+
+    def _score(self, dataset, gallery=None):
+        """Retrieval metrics of ``dataset`` (against ``gallery``, or itself) and the embeddings they used."""
         q, ql = self.embed(dataset)
-        self._last_embeddings = {"query": q, "query_labels": ql}
+        embeddings = {"query": q, "query_labels": ql}
         if gallery is None:
-            return retrieval_metrics(q, ql, ks=self.cfg.eval.ks)
+            return retrieval_metrics(q, ql, ks=self.cfg.eval.ks), embeddings
         g, gl = self.embed(gallery)
-        self._last_embeddings.update(gallery=g, gallery_labels=gl)
-        return retrieval_metrics(q, ql, g, gl, ks=self.cfg.eval.ks)
+        embeddings.update(gallery=g, gallery_labels=gl)
+        return retrieval_metrics(q, ql, g, gl, ks=self.cfg.eval.ks), embeddings
 
     def test_metrics(self) -> Dict[str, float]:
+        # the embeddings are kept for the retrieval picture
         if "query" in self.test_sets:
-            metrics = self.evaluate(self.test_sets["query"], self.test_sets["gallery"])
+            metrics, self._test_embeddings = self._score(self.test_sets["query"], self.test_sets["gallery"])
         else:
-            metrics = self.evaluate(self.test_sets["test"])
-        self._test_embeddings = self._last_embeddings      # kept for the retrieval picture
+            metrics, self._test_embeddings = self._score(self.test_sets["test"])
         return metrics
 
     def test(self) -> Dict[str, Any]:
