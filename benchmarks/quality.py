@@ -44,6 +44,11 @@ PROTOCOLS: Dict[str, dict] = {
         budget="2000 steps (8 epochs of 250 batches of 32 classes x 2, LR halved every 750 steps), small CNN from "
                "scratch, D=64; GCA-HNG with the scale-free schedules (first_epoch, alpha = beta = 1) chosen on "
                "validation classes; proxy losses with J_syn routed to the negatives (results/search_proxy_routing.md)"),
+    "omniglot-step": dict(
+        config="omniglot", methods="step",
+        overrides=["solver.epochs=4", "solver.steps_per_epoch=75", "solver.lr_decay_epochs=3", "eval.every_epochs=2"],
+        budget="300 steps (4 epochs of 75 batches of 32 classes x 2), small CNN from scratch, D=64: the two-pass "
+               "step of METHOD 2.6 against the fused step (gca.train.step), same seeds"),
     "caltech101-effnet": dict(
         config="caltech101_effnet",
         overrides=["solver.epochs=8", "solver.steps_per_epoch=50", "eval.every_epochs=2"],
@@ -66,7 +71,16 @@ METHODS: List[tuple] = [
     ("Proxy-Anchor", ["loss.metric=proxy_anchor", "gca.enabled=false"]),
     ("Proxy-Anchor + GCA-HNG", ["loss.metric=proxy_anchor"]),
 ]
-BASELINE_OF = {"Proxy-Anchor + GCA-HNG": "Proxy-Anchor", "Multi-Similarity + GCA-HNG": "Multi-Similarity"}
+BASELINE_OF = {"Proxy-Anchor + GCA-HNG": "Proxy-Anchor", "Multi-Similarity + GCA-HNG": "Multi-Similarity",
+               "N-pair + GCA-HNG, fused step": "N-pair + GCA-HNG"}
+
+# The fused step against the two-pass one (issue "A quarter of the authors' cost"): its row's last column is
+# the paired difference to the two-pass row.
+STEP_METHODS: List[tuple] = [
+    ("N-pair", ["gca.enabled=false"]),
+    ("N-pair + GCA-HNG", ["gca.step=two_pass"]),
+    ("N-pair + GCA-HNG, fused step", ["gca.step=fused", "gca.layer_kwargs={recompute: true}"]),
+]
 
 # The converged protocols (issue "Make GCA-HNG pay"): three strong baselines, each with and without GCA-HNG.
 # Their settings come from validation searches (benchmarks/search.py, results/search_*.md); the step budget from
@@ -92,8 +106,10 @@ def run_name(method_overrides: List[str], seed: int) -> str:
 
 
 def methods_of(protocol_name: str) -> List[tuple]:
-    """The rows a protocol compares: the strong baselines' for the converged protocols, the ablations otherwise."""
-    return STRONG_METHODS if PROTOCOLS[protocol_name].get("methods") == "strong" else METHODS
+    """The rows a protocol compares: the strong baselines' for the converged protocols, the two steps for the
+    step comparison, the ablations otherwise."""
+    kind = PROTOCOLS[protocol_name].get("methods")
+    return {"strong": STRONG_METHODS, "step": STEP_METHODS}.get(kind, METHODS)
 
 
 def _environment() -> dict:

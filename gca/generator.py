@@ -21,17 +21,41 @@ from gca.nn.propagation import GraphPropagation
 from gca.synthesis import Synthetics, synthesize_negatives
 
 
+class _EdgeStates:
+    @property
+    def edge_states(self) -> Tensor:
+        """``[E, D]``: the state of every directed edge (formed on demand from the pair states, if any)."""
+        return self.edge_rows if self.edge_to_row is None else self.edge_rows[self.edge_to_row]
+
+
 @dataclass
-class Generation:
+class Propagation(_EdgeStates):
+    """The batch graph after propagation, with the two heads read (see :meth:`GCAGenerator.propagate`).
+
+    With symmetric edges the edge states are kept once per unordered pair (``edge_rows`` ``[P, D]``,
+    ``edge_to_row`` ``[E]``); ``edge_states`` gives them per directed edge either way.
+    """
+
+    graph: Data
+    node_states: Tensor      # [B, D]
+    edge_rows: Tensor        # [E, D], or [P, D] with edge_to_row
+    lam: Tensor              # [E, D] (or [E, 1] with per_channel=False), float32
+    node_logits: Tensor      # [B, num_classes], float32
+    edge_to_row: Optional[Tensor] = None
+
+
+@dataclass
+class Generation(_EdgeStates):
     """Everything one generator pass produces (see :meth:`GCAGenerator.forward`)."""
 
     graph: Data
     node_states: Tensor      # [B, D]
-    edge_states: Tensor      # [E, D]
+    edge_rows: Tensor        # as in Propagation
     lam: Tensor              # [E, D] (or [E, 1] with per_channel=False), float32
     node_logits: Tensor      # [B, num_classes], float32
     synthetics: Synthetics   # with the ids of the edges that fed them
     gamma: Tensor            # hardness factor used
+    edge_to_row: Optional[Tensor] = None
 
 
 class GCAGenerator(nn.Module):
@@ -86,6 +110,55 @@ class GCAGenerator(nn.Module):
                              f"D={self.embedding_dim}")
         check_label_range(labels, self.num_classes)
 
+    def propagate(self, embeddings: Tensor, labels: Tensor) -> Propagation:
+        """Build the batch graph, propagate, and read the two heads (no synthesis).
+
+        Args:
+            embeddings, labels: the batch; gradients reach ``embeddings`` through the graph.
+        """
+        self.check_inputs(embeddings, labels)
+        graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops)
+        # the propagation and its heads run in the ambient autocast precision (they are the cost); lambda,
+        # the logits and everything after them in float32, as the baseline's loss
+        if not self.symmetric_edges:
+            node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class)
+            lam = self.lambda_head(edge_states).float()
+            edge_to_row = None
+        else:
+            # one state per unordered pair: the lambda head runs per pair (its BN weighting each pair as the
+            # two directed edges it stands for) and lambda is read per directed edge
+            node_states, edge_states, (pair_index, edge_to_row) = self.propagation(
+                graph.x, graph.edge_index, graph.edge_attr, graph.same_class, symmetric=True, return_pairs=True)
+            directions = torch.where(pair_index[0] == pair_index[1], 1.0, 2.0).to(edge_states.device)
+            lam = self.lambda_head(edge_states, row_weight=directions).float()[edge_to_row]
+        node_logits = self.node_head(node_states).float()
+        return Propagation(graph, node_states, edge_states, lam, node_logits, edge_to_row)
+
+    def synthesize(self, embeddings: Tensor, labels: Tensor, propagation: Propagation,
+                   gamma: Union[float, Tensor] = 1.0, *, detach_lambda: bool = False, anchor_gradient: bool = True,
+                   generator: Optional[torch.Generator] = None) -> Generation:
+        """Synthesise negatives of ``embeddings`` with the channel weights of ``propagation``.
+
+        The embeddings may be another view of the propagated batch (the same values, detached or not): the
+        fused step (:meth:`gca.GCAHNG.fused_losses`) propagates once and synthesises twice.
+
+        Args:
+            embeddings, labels: the batch the propagation ran on.
+            propagation: what :meth:`propagate` returned for that batch.
+            gamma: hardness factor in ``[0, 1]``.
+            detach_lambda: keep the synthesis from training the GNN (phase A).
+            anchor_gradient: see :func:`gca.synthesize_negatives`.
+            generator: a ``torch.Generator`` for the random draws (torch's naming).
+        """
+        gamma = torch.as_tensor(gamma, dtype=torch.float32, device=embeddings.device)
+        lam = propagation.lam
+        with full_precision(embeddings.device):
+            synthetics = synthesize_negatives(embeddings.float(), labels, propagation.graph.edge_index,
+                                              lam.detach() if detach_lambda else lam, gamma, self.mixing,
+                                              self.negatives_per_class, generator, anchor_gradient)
+        return Generation(propagation.graph, propagation.node_states, propagation.edge_rows, lam,
+                          propagation.node_logits, synthetics, gamma, propagation.edge_to_row)
+
     def forward(self, embeddings: Tensor, labels: Tensor, gamma: Union[float, Tensor] = 1.0, *,
                 detach_lambda: bool = False, anchor_gradient: bool = True,
                 generator: Optional[torch.Generator] = None) -> Generation:
@@ -98,20 +171,8 @@ class GCAGenerator(nn.Module):
             anchor_gradient: see :func:`gca.synthesize_negatives`.
             generator: a ``torch.Generator`` for the random draws (torch's naming).
         """
-        self.check_inputs(embeddings, labels)
-        graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops)
-        # the propagation and its heads run in the ambient autocast precision (they are the cost); lambda,
-        # the logits and everything after them in float32, as the baseline's loss
-        node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class,
-                                                    symmetric=self.symmetric_edges)
-        lam = self.lambda_head(edge_states).float()
-        node_logits = self.node_head(node_states).float()
-        gamma = torch.as_tensor(gamma, dtype=torch.float32, device=embeddings.device)
-        with full_precision(embeddings.device):
-            synthetics = synthesize_negatives(embeddings.float(), labels, graph.edge_index,
-                                              lam.detach() if detach_lambda else lam, gamma, self.mixing,
-                                              self.negatives_per_class, generator, anchor_gradient)
-        return Generation(graph, node_states, edge_states, lam, node_logits, synthetics, gamma)
+        return self.synthesize(embeddings, labels, self.propagate(embeddings, labels), gamma,
+                               detach_lambda=detach_lambda, anchor_gradient=anchor_gradient, generator=generator)
 
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, edges={self.edges!r}, "

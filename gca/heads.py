@@ -1,7 +1,12 @@
 """Output heads read after propagation (METHOD 2.3, output heads)."""
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
 from torch import Tensor, nn
+
+from gca._precision import full_precision
 
 
 class FrozenBiasBatchNorm1d(nn.BatchNorm1d):
@@ -24,6 +29,46 @@ class FrozenBiasBatchNorm1d(nn.BatchNorm1d):
         # the zero shift is part of the layer, not a trained value: a reset restores it
         if self.bias is not None:
             self.bias.requires_grad_(False)
+
+    def forward(self, x: Tensor, row_weight: Optional[Tensor] = None) -> Tensor:
+        """Normalise ``x``; with ``row_weight`` (``[N]``), row ``r`` counts as ``row_weight[r]`` rows.
+
+        A weighted batch is the same as the batch with every row repeated its weight's number of times:
+        the mean and the (biased) variance are weighted means, the running variance gets the unbiased
+        correction of ``sum(row_weight)`` rows. This is how one state per unordered pair of a symmetric
+        graph normalises exactly as the two directed edges it stands for (weight 2, self-loops 1).
+        """
+        if row_weight is None:
+            return super().forward(x)
+        with full_precision(x.device):    # the statistics are sums over many rows: never in half precision
+            return self._weighted(x, row_weight).to(x.dtype)
+
+    def _weighted(self, x: Tensor, row_weight: Tensor) -> Tensor:
+        # float32 at least (half-precision inputs are promoted), float64 kept
+        xf = x if x.dtype == torch.float64 else x.float()
+        if self.training or not self.track_running_stats:
+            w = row_weight.to(xf.dtype)
+            total = w.sum()
+            mean = (w @ xf) / total
+            centred = xf - mean
+            var = (w @ centred.square()) / total
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean.detach(), var.detach(), total)
+        else:
+            mean, var = self.running_mean, self.running_var
+            centred = xf - mean
+        out = centred * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        return out
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = var * count / (count - 1).clamp_min(1)
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
 
 
 class ChannelWeightHead(nn.Module):
@@ -50,8 +95,10 @@ class ChannelWeightHead(nn.Module):
         self.norm.reset_parameters()
         self.linear.reset_parameters()
 
-    def forward(self, edge_states: Tensor) -> Tensor:
-        return self.linear(self.norm(edge_states)).sigmoid()
+    def forward(self, edge_states: Tensor, row_weight: Optional[Tensor] = None) -> Tensor:
+        """``row_weight``: how many edges each row stands for (one state per unordered pair: 2, self-loops 1),
+        so that the BN normalises as over the directed edges (:meth:`FrozenBiasBatchNorm1d.forward`)."""
+        return self.linear(self.norm(edge_states, row_weight)).sigmoid()
 
 
 class NodeClassifierHead(nn.Module):

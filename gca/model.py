@@ -6,7 +6,7 @@ hardness and synthetic-weight schedules and the loss weights. It implements :cla
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +166,9 @@ class GCAHNG(nn.Module):
         """
         out = self.generate(embeddings, labels, detach_lambda=True, generator=generator,
                             anchor_gradient=self.synthetic_gradient == "full")
+        return self._metric_parts(embeddings, labels, out)
+
+    def _metric_parts(self, embeddings: Tensor, labels: Tensor, out: Generation) -> Dict[str, Tensor]:
         with full_precision(embeddings.device):
             z = embeddings.float()
             j_m = self.metric_loss(z, labels)
@@ -194,7 +197,9 @@ class GCAHNG(nn.Module):
         synthetic-weight schedule.
         """
         z = embeddings.detach().float()
-        out = self.generate(z, labels, generator=generator)
+        return self._generator_parts(z, labels, self.generate(z, labels, generator=generator))
+
+    def _generator_parts(self, z: Tensor, labels: Tensor, out: Generation) -> Dict[str, Tensor]:
         with full_precision(z.device):
             j_soft = label_preservation_loss(self.classifier, out.synthetics)
             j_sim = hardness_loss(z, out.synthetics)
@@ -210,6 +215,35 @@ class GCAHNG(nn.Module):
                 diag = generator_diagnostics(z, labels, out.graph.edge_index, out.lam, out.synthetics, self.classifier)
                 result.update({k: torch.tensor(v) for k, v in diag.items()})
         return result
+
+    # ----------------------------------------------------------------------------------- fused A + C
+    def fused_losses(self, embeddings: Tensor, labels: Tensor,
+                     generator: Optional[torch.Generator] = None) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """Phases A and C from one propagation (the fused step, :func:`gca.train.train_step` with
+        ``fused=True``): returns ``(metric_parts, generator_parts)`` as :meth:`metric_losses` and
+        :meth:`generator_losses` do, to be backpropagated together once.
+
+        The graph is built and propagated once, from ``sg(z)``. Phase A's synthetics mix the attached
+        embeddings with ``sg(lambda)``, so ``J_m + w_syn J_syn`` trains the embedding network (and the metric
+        loss's proxies) exactly as in phase A; phase C's mix ``sg(z)`` with ``lambda``, so ``J_gen`` trains the
+        GNN exactly as in phase C. Both read the same propagation, so ``J_gce`` trains the GNN but, unlike
+        the two-pass step, does not reach the embedding network: routing it there would also route phase
+        C's gradient into the embeddings (or cost a second backward sweep through the GNN, the work this
+        step exists to save). The differences to the two-pass step are listed in :func:`gca.train.train_step`.
+        """
+        if not (hasattr(self.generator, "propagate") and hasattr(self.generator, "synthesize")):
+            raise TypeError(f"the fused step needs a generator with propagate() and synthesize() (as "
+                            f"gca.GCAGenerator); {type(self.generator).__name__} has not both")
+        z = embeddings.float()
+        z_detached = z.detach()
+        propagation = self.generator.propagate(z_detached, labels)
+        gamma = self.hardness.factor()
+        metric_side = self.generator.synthesize(z, labels, propagation, gamma, detach_lambda=True,
+                                                anchor_gradient=self.synthetic_gradient == "full",
+                                                generator=generator)
+        generator_side = self.generator.synthesize(z_detached, labels, propagation, gamma, generator=generator)
+        return (self._metric_parts(embeddings, labels, metric_side),
+                self._generator_parts(z_detached, labels, generator_side))
 
     def end_epoch(self) -> None:
         """Move the epoch means of J_m and J_gen into the schedules (call once per epoch)."""

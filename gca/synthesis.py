@@ -33,6 +33,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from torch_geometric.utils import scatter
 
 from gca._checks import check_batch_structure, check_choice, check_edge_index
@@ -187,6 +188,14 @@ def _check_synthesis_inputs(embeddings: Tensor, labels: Tensor, edge_index: Tens
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
 
 
+def _interpolate_and_mix(work: Tensor, lam: Optional[Tensor], d_pos: Tensor, gamma: Union[float, Tensor],
+                         anchor: Tensor, negative: Tensor, cand_edges: Tensor, group: Tensor, weights: Tensor,
+                         num_groups: int, anchor_gradient: bool) -> Tensor:
+    lam_c = None if lam is None else lam[cand_edges].to(work.dtype)
+    candidates = hardness_interpolation(work[anchor], work[negative], d_pos[anchor], gamma, lam_c, anchor_gradient)
+    return scatter(weights.unsqueeze(-1) * candidates, group, dim=0, dim_size=num_groups, reduce="sum")
+
+
 def synthesize_negatives(
     embeddings: Tensor,
     labels: Tensor,
@@ -197,6 +206,7 @@ def synthesize_negatives(
     negatives_per_class: str = "all",
     generator: Optional[torch.Generator] = None,
     anchor_gradient: bool = True,
+    recompute: bool = True,
 ) -> Synthetics:
     """One synthetic negative per (anchor, negative class) from the anchor's graph neighbours.
 
@@ -220,6 +230,9 @@ def synthesize_negatives(
             of its negative class would otherwise pull the anchor, which makes up most of a hard synthetic,
             towards that class's proxy; routed, the same loss pushes the negatives away from the anchor's
             class, which is what a hard negative is for.
+        recompute: keep only the inputs of the interpolation and mixing for the backward pass and recompute
+            the rest there (:func:`torch.utils.checkpoint.checkpoint`): about ten ``[M, D]`` tensors per call
+            (``M`` candidate edges) are not stored, the same values and gradients (``False``: the plain path).
     """
     check_choice("mixing", mixing, MIXING_MODES)
     check_choice("negatives_per_class", negatives_per_class, NEGATIVES_PER_CLASS)
@@ -234,9 +247,13 @@ def synthesize_negatives(
     if negatives_per_class == "one":
         keep = pick_one_per_group(group, generator)
         cand_edges, anchor, negative, group = cand_edges[keep], anchor[keep], negative[keep], group[keep]
-    lam_c = None if lam is None else lam[cand_edges].to(work.dtype)
-    candidates = hardness_interpolation(work[anchor], work[negative], d_pos[anchor], gamma, lam_c, anchor_gradient)
+    # the random draws stay outside the recomputed part: a recomputation must not draw again
     weights = mixing_weights(group, keys.numel(), mixing, generator, work.dtype)
-    synthetic = scatter(weights.unsqueeze(-1) * candidates, group, dim=0, dim_size=keys.numel(), reduce="sum")
+    args = (work, lam, d_pos, gamma, anchor, negative, cand_edges, group, weights, keys.numel(), anchor_gradient)
+    needs_grad = work.requires_grad or (lam is not None and lam.requires_grad)
+    if recompute and needs_grad and torch.is_grad_enabled():
+        synthetic = checkpoint(_interpolate_and_mix, *args, use_reentrant=False)
+    else:
+        synthetic = _interpolate_and_mix(*args)
     return Synthetics(embeddings=synthetic, labels=class_ids[keys % num_cls], anchor_index=keys // num_cls,
                       edge_ids=cand_edges)

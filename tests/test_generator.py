@@ -51,3 +51,32 @@ def test_diversity_loss_reads_the_edges_that_fed_synthesis():
     every_candidate = candidate_edges(y, out.graph.edge_index)
     over_all = diversity_loss(out.lam[every_candidate], out.graph.edge_index[1, every_candidate], len(y))
     assert torch.allclose(j_div, expected) and not torch.allclose(j_div, over_all)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("num_layers", [0, 2])
+def test_symmetric_generator_equals_the_directed_one(per_channel, num_layers):
+    """One edge state, lambda and edge-to-node message per unordered pair (the fast path) against every
+    directed edge (the plain path): lambda, logits, synthetics, BN statistics and gradients."""
+    z, y = _batch()
+    torch.manual_seed(5)
+    fast = gca.GCAGenerator(16, 8, num_layers=num_layers, heads=2, dropout=0.0, per_channel=per_channel,
+                            symmetric_edges=True).double()
+    plain = gca.GCAGenerator(16, 8, num_layers=num_layers, heads=2, dropout=0.0, per_channel=per_channel,
+                             symmetric_edges=False).double()
+    plain.load_state_dict(fast.state_dict())
+    outs, grads = [], []
+    for model in (fast, plain):
+        x = z.double().requires_grad_()
+        out = model(x, y, 0.5, generator=torch.Generator().manual_seed(0))
+        loss = out.synthetics.embeddings.square().sum() + out.node_logits.square().sum() + out.lam.sum()
+        grads.append(torch.autograd.grad(loss, [x, *model.parameters_to_train()]))
+        outs.append(out)
+    torch.testing.assert_close(outs[0].lam, outs[1].lam)
+    torch.testing.assert_close(outs[0].edge_states, outs[1].edge_states)
+    torch.testing.assert_close(outs[0].node_logits, outs[1].node_logits)
+    torch.testing.assert_close(outs[0].synthetics.embeddings, outs[1].synthetics.embeddings)
+    assert outs[0].edge_rows.shape[0] == 24 * 25 // 2 and outs[1].edge_rows.shape[0] == 24 * 24
+    for a, b in zip(*grads):      # lambda and the synthesis run in float32 (gca.GCAGenerator.propagate)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.lambda_head.norm.running_var, plain.lambda_head.norm.running_var)

@@ -54,3 +54,36 @@ def test_frozen_bias_stays_zero_through_training():
     bn(torch.randn(16, 4)).pow(2).sum().backward()
     opt.step()
     assert torch.equal(bn.bias, torch.zeros(4)) and bn.bias.grad is None
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_weighted_rows_normalise_as_the_rows_repeated(momentum):
+    """One state per unordered pair with weight 2 (1 for a self-loop) must give the BN of the directed edges."""
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(10, 8, generator=gen, dtype=torch.float64) * 2 + 1
+    weight = torch.tensor([1, 2, 2, 1, 2, 2, 2, 1, 2, 2], dtype=torch.float64)
+    repeated = rows.repeat_interleave(weight.long(), dim=0)
+    weighted_bn = FrozenBiasBatchNorm1d(8, momentum=momentum).double()
+    plain_bn = FrozenBiasBatchNorm1d(8, momentum=momentum).double()
+    with torch.no_grad():
+        for bn in (weighted_bn, plain_bn):
+            bn.weight.copy_(torch.linspace(0.5, 2, 8))
+    for _ in range(2):      # two batches: the running statistics' update and its counter
+        out = weighted_bn(rows, row_weight=weight)
+        expected = plain_bn(repeated)
+        torch.testing.assert_close(out.repeat_interleave(weight.long(), dim=0), expected)
+    torch.testing.assert_close(weighted_bn.running_mean, plain_bn.running_mean)
+    torch.testing.assert_close(weighted_bn.running_var, plain_bn.running_var)
+    assert int(weighted_bn.num_batches_tracked) == int(plain_bn.num_batches_tracked) == 2
+    # gradients through the batch statistics too
+    x1 = rows.clone().requires_grad_()
+    x2 = rows.clone().requires_grad_()
+    counts = weight.long()
+    upstream = torch.randn(int(counts.sum()), 8, generator=gen, dtype=torch.float64)   # one per directed edge
+    (weighted_bn(x1, row_weight=weight).repeat_interleave(counts, dim=0) * upstream).sum().backward()
+    (plain_bn(x2.repeat_interleave(counts, dim=0)) * upstream).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    # evaluation mode: the running statistics, whatever the weights
+    weighted_bn.eval()
+    plain_bn.eval()
+    torch.testing.assert_close(weighted_bn(rows, row_weight=weight), plain_bn(rows))

@@ -121,3 +121,36 @@ def test_one_negative_per_class_picks_a_real_candidate():
     for row in range(len(s)):
         members = z[y == s.labels[row]]
         assert torch.isclose(members, s.embeddings[row]).all(1).any()
+
+
+@pytest.mark.parametrize("anchor_gradient", [True, False])
+@pytest.mark.parametrize("mixing, negatives", [("sequential", "all"), ("dirichlet", "one"), ("mean", "all")])
+def test_recomputed_synthesis_equals_the_stored_one(anchor_gradient, mixing, negatives):
+    """The memory-saving path (interpolation recomputed in backward) against the plain one: same synthetics,
+    same gradients into the embeddings and lambda, the same random draws."""
+    gen = torch.Generator().manual_seed(4)
+    z0 = torch.randn(14, 6, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4, 5, 5])
+    g = gca.build_batch_graph(z0, y)
+    lam0 = torch.rand(g.edge_index.shape[1], 6, generator=gen, dtype=torch.float64)
+    upstream = None
+    results = []
+    for recompute in (True, False):
+        z, lam = z0.clone().requires_grad_(), lam0.clone().requires_grad_()
+        s = synthesize_negatives(z, y, g.edge_index, lam, gamma=torch.tensor(0.6, dtype=torch.float64), mixing=mixing,
+                                 negatives_per_class=negatives, generator=torch.Generator().manual_seed(9),
+                                 anchor_gradient=anchor_gradient, recompute=recompute)
+        if upstream is None:
+            upstream = torch.randn(s.embeddings.shape, generator=gen, dtype=torch.float64)
+        grads = torch.autograd.grad((s.embeddings * upstream).sum() + s.embeddings.norm(dim=1).sum(), [z, lam],
+                                    allow_unused=True)
+        results.append((s, grads))
+    (fast, fast_grads), (plain, plain_grads) = results
+    torch.testing.assert_close(fast.embeddings, plain.embeddings, rtol=0, atol=0)
+    assert torch.equal(fast.edge_ids, plain.edge_ids) and torch.equal(fast.anchor_index, plain.anchor_index)
+    # routed (anchor_gradient=False), the ratio is detached: lambda gets no gradient on either path
+    assert (plain_grads[1] is None) == (fast_grads[1] is None) == (not anchor_gradient)
+    for a, b in zip(fast_grads, plain_grads):
+        if b is not None:
+            assert b.abs().sum() > 0
+            torch.testing.assert_close(a, b)

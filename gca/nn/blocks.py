@@ -38,6 +38,8 @@ class GCABlock(nn.Module):
         edge_aggr: ``"sum"`` or ``"mean"`` for the edge-to-node message.
         ffn_ratio: hidden width of both feed-forward blocks in multiples of :math:`D`.
         fast: the edge update's key-side projection (:class:`GCAEdgeConv`).
+        recompute: recompute per-edge gathers and the edge update's feed-forward activations in the
+            backward pass (:class:`GCANodeConv`, :class:`GCAEdgeConv`): less memory for a little more work.
 
     Shapes:
         - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]`` (``[P, D]`` with
@@ -48,11 +50,12 @@ class GCABlock(nn.Module):
     supports_pairs = True
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0,
-                 zero_logit: bool = True, edge_aggr: str = "sum", ffn_ratio: int = 4, fast: bool = True):
+                 zero_logit: bool = True, edge_aggr: str = "sum", ffn_ratio: int = 4, fast: bool = True,
+                 recompute: bool = False):
         super().__init__()
         self.node = GCANodeConv(channels, heads=heads, dropout=attention_dropout, zero_logit=zero_logit,
-                                ffn_ratio=ffn_ratio, edge_aggr=edge_aggr)
-        self.edge = GCAEdgeConv(channels, dropout=dropout, ffn_ratio=ffn_ratio, fast=fast)
+                                ffn_ratio=ffn_ratio, edge_aggr=edge_aggr, recompute=recompute)
+        self.edge = GCAEdgeConv(channels, dropout=dropout, ffn_ratio=ffn_ratio, fast=fast, recompute=recompute)
 
     def reset_parameters(self):
         self.node.reset_parameters()
@@ -63,9 +66,8 @@ class GCABlock(nn.Module):
         if pairs is None:
             x = self.node(x, edge_index, edge_attr, same_class)
             return x, self.edge(x, edge_index, edge_attr)
-        pair_index, edge_to_pair = pairs
-        x = self.node(x, edge_index, edge_attr[edge_to_pair], same_class)
-        return x, self.edge(x, pair_index, edge_attr)
+        x = self.node(x, edge_index, edge_attr, same_class, pairs=pairs)
+        return x, self.edge(x, pairs[0], edge_attr)
 
 
 class PyGConvBlock(nn.Module):

@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn import MessagePassing
 
 from gca._checks import check_dropout, check_int
@@ -35,18 +36,24 @@ class GCAEdgeConv(MessagePassing):
         dropout: dropout on the two attention weights (0.1 in the authors' code).
         ffn_ratio: hidden width of the feed-forward block in multiples of :math:`D`.
         fast: use the key-side projection described above.
+        recompute: store less for the backward pass and recompute it there
+            (:func:`torch.utils.checkpoint.checkpoint`): the attention's per-edge gathers of keys and values, and
+            the feed-forward block's GELU, LayerNorm and output projection (one more ``[E, 4D] x [4D, D]``
+            product); about six ``[E, D]`` tensors less per layer, the same values and gradients.
 
     Shapes:
         - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]``
         - **output:** edge states ``[E, D]``
     """
 
-    def __init__(self, channels: int, dropout: float = 0.1, ffn_ratio: int = 4, fast: bool = True):
+    def __init__(self, channels: int, dropout: float = 0.1, ffn_ratio: int = 4, fast: bool = True,
+                 recompute: bool = False):
         super().__init__(node_dim=0)
         check_int("channels", channels, 1)
         check_dropout("dropout", dropout)
         check_int("ffn_ratio", ffn_ratio, 1)
         self.channels, self.dropout, self.ffn_ratio, self.fast = channels, dropout, ffn_ratio, fast
+        self.recompute = recompute
         self.node_proj = nn.Linear(channels, channels)
         self.query = nn.Linear(channels, channels)
         self.key = nn.Linear(channels, channels)
@@ -72,10 +79,26 @@ class GCAEdgeConv(MessagePassing):
             key_scores = torch.cat([keys @ self.query.weight, (keys @ self.query.bias).unsqueeze(-1)], dim=-1)
         else:
             key_scores = keys
+        lean = self.recompute and torch.is_grad_enabled()
+        if lean:
+            # the attention gathers its end nodes' keys and values per edge: keep the node tensors only and
+            # gather again in the backward pass (the dropout mask is replayed from the saved RNG state)
+            e = checkpoint(self._attend, edge_index, key_scores, values, edge_attr, use_reentrant=False)
+        else:
+            e = self._attend(edge_index, key_scores, values, edge_attr)
+        hidden = self.ffn_in(e)
+        if lean and hidden.requires_grad:
+            # store only the hidden pre-activation: the [E, 4D] GELU and LayerNorm outputs and the output
+            # projection are recomputed in the backward pass (one more [E, 4D] x [4D, D] product)
+            return checkpoint(self._ffn_tail, e, hidden, use_reentrant=False)
+        return self._ffn_tail(e, hidden)
+
+    def _attend(self, edge_index: Tensor, key_scores: Tensor, values: Tensor, edge_attr: Tensor) -> Tensor:
         return self.edge_updater(edge_index, key_scores=key_scores, values=values, edge_attr=edge_attr)
 
     def edge_update(self, key_scores_i: Tensor, key_scores_j: Tensor, values_i: Tensor, values_j: Tensor,
                     edge_attr: Tensor) -> Tensor:
+        """The cross-attention of an edge over its two end nodes, with the residual: ``e_hat`` above."""
         scale = 1.0 / math.sqrt(self.channels)
         if self.fast:
             d = self.channels
@@ -88,8 +111,11 @@ class GCAEdgeConv(MessagePassing):
         alpha = torch.softmax(torch.stack([score_j, score_i], dim=-1), dim=-1)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
         attended = alpha[:, :1] * values_j + alpha[:, 1:] * values_i
-        e = self.norm(F.gelu(attended + edge_attr))
-        return self.norm(F.gelu(e + self.ffn_out(self.ffn_norm(F.gelu(self.ffn_in(e))))))
+        return self.norm(F.gelu(attended + edge_attr))
+
+    def _ffn_tail(self, e: Tensor, hidden: Tensor) -> Tensor:
+        return self.norm(F.gelu(e + self.ffn_out(self.ffn_norm(F.gelu(hidden)))))
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.channels}, dropout={self.dropout}, fast={self.fast})"
+        return (f"{self.__class__.__name__}({self.channels}, dropout={self.dropout}, fast={self.fast}, "
+                f"recompute={self.recompute})")

@@ -4,9 +4,12 @@ from __future__ import annotations
 import math
 from typing import Optional, Tuple, Union
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
 
 from gca._checks import check_dropout, check_heads_divide, check_int
 from gca.nn.functional import masked_edge_softmax
@@ -33,6 +36,27 @@ class EdgeMessageAggregation(MessagePassing):
 
     def message(self, messages: Tensor) -> Tensor:
         return messages
+
+    def forward_pairs(self, pair_index: Tensor, messages: Tensor, num_nodes: int) -> Tensor:
+        """The same aggregation when both directions of every edge carry one message per unordered pair.
+
+        ``pair_index`` ``[2, P]`` holds each pair once (a self-loop ``(i, i)`` included); its message reaches
+        both end nodes, a self-loop's only once, so no per-direction copy of the messages is ever formed.
+
+        Shapes:
+            pair_index ``[2, P]``, messages ``[P, D]`` -> ``[N, D]``
+        """
+        lo, hi = pair_index
+        loops = lo == hi
+        out = scatter(messages, hi, 0, dim_size=num_nodes, reduce="sum")
+        out = out + scatter(messages, lo, 0, dim_size=num_nodes, reduce="sum")
+        if bool(loops.any()):
+            out = out - scatter(messages[loops], lo[loops], 0, dim_size=num_nodes, reduce="sum")
+        if self.aggr == "mean":
+            degree = (torch.bincount(hi, minlength=num_nodes) + torch.bincount(lo, minlength=num_nodes)
+                      - torch.bincount(lo[loops], minlength=num_nodes))
+            out = out / degree.clamp_min(1).unsqueeze(-1).to(out.dtype)
+        return out
 
 
 class GCANodeConv(MessagePassing):
@@ -67,16 +91,20 @@ class GCANodeConv(MessagePassing):
         ffn_ratio: hidden width of the feed-forward block in multiples of :math:`D`.
         edge_aggr: ``"sum"`` or ``"mean"`` for the edge-to-node message.
 
+    With ``pairs=(pair_index, edge_to_pair)`` (a symmetric graph, see :class:`gca.nn.GraphPropagation`),
+    ``edge_attr`` holds one state per unordered pair and the edge-to-node message is computed once per pair;
+    the result is that of the directed edges.
+
     Shapes:
-        - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]``,
-          same_class ``[E]`` (bool)
+        - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]`` (``[P, D]`` with
+          ``pairs``), same_class ``[E]`` (bool)
         - **output:** node states ``[N, D]``; with ``return_attention_weights=True`` also
           ``(edge_index [2, E], attention weights [E, H])``, the weights before dropout (zero on
           same-class edges)
     """
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.0, zero_logit: bool = True,
-                 ffn_ratio: int = 4, edge_aggr: str = "sum"):
+                 ffn_ratio: int = 4, edge_aggr: str = "sum", recompute: bool = False):
         super().__init__(aggr="sum", node_dim=0)
         check_heads_divide(channels, heads)
         check_dropout("dropout", dropout)
@@ -85,6 +113,7 @@ class GCANodeConv(MessagePassing):
             raise ValueError(f"edge_aggr must be 'sum' or 'mean', got {edge_aggr!r}")
         self.channels, self.heads, self.head_dim = channels, heads, channels // heads
         self.dropout, self.zero_logit, self.ffn_ratio, self.edge_aggr = dropout, zero_logit, ffn_ratio, edge_aggr
+        self.recompute = recompute
         self.query = nn.Linear(channels, channels)
         self.key = nn.Linear(channels, channels)
         self.value = nn.Linear(channels, channels)
@@ -103,22 +132,40 @@ class GCANodeConv(MessagePassing):
         self.norm.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
-                return_attention_weights: bool = False) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+                return_attention_weights: bool = False,
+                pairs: Optional[Tuple[Tensor, Tensor]] = None) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
         num_nodes = x.shape[0]
         size = (num_nodes, num_nodes)
         q = self.query(x).view(num_nodes, self.heads, self.head_dim)
         k = self.key(x).view(num_nodes, self.heads, self.head_dim)
         v = self.value(x).view(num_nodes, self.heads, self.head_dim)
-        alpha = self.edge_updater(edge_index, q=q, k=k, negative=~same_class, size=size)
-        dropped = F.dropout(alpha, p=self.dropout, training=self.training)
-        attended = self.propagate(edge_index, v=v, alpha=dropped, size=size)
+        negative = ~same_class
+        if self.recompute and torch.is_grad_enabled():
+            # the per-edge gathers of queries, keys and values are not stored but redone in the backward pass
+            alpha = checkpoint(self._attention, edge_index, q, k, negative, size, use_reentrant=False)
+            dropped = F.dropout(alpha, p=self.dropout, training=self.training)
+            attended = checkpoint(self._attend, edge_index, v, dropped, size, use_reentrant=False)
+        else:
+            alpha = self._attention(edge_index, q, k, negative, size)
+            dropped = F.dropout(alpha, p=self.dropout, training=self.training)
+            attended = self._attend(edge_index, v, dropped, size)
         h = self.norm(F.gelu(x + self.out(attended.reshape(num_nodes, self.channels))))
-        incoming = self.edge_messages(edge_index, F.gelu(self.edge_to_node(edge_attr)), size)
+        messages = F.gelu(self.edge_to_node(edge_attr))
+        if pairs is None:
+            incoming = self.edge_messages(edge_index, messages, size)
+        else:   # one message per unordered pair, sent both ways: half the edge-to-node work
+            incoming = self.edge_messages.forward_pairs(pairs[0], messages, num_nodes)
         h = self.norm(F.gelu(h + incoming))
         h = self.norm(F.gelu(h + self.ffn_out(F.gelu(self.ffn_in(h)))))
         if return_attention_weights:
             return h, (edge_index, alpha)
         return h
+
+    def _attention(self, edge_index: Tensor, q: Tensor, k: Tensor, negative: Tensor, size) -> Tensor:
+        return self.edge_updater(edge_index, q=q, k=k, negative=negative, size=size)
+
+    def _attend(self, edge_index: Tensor, v: Tensor, alpha: Tensor, size) -> Tensor:
+        return self.propagate(edge_index, v=v, alpha=alpha, size=size)
 
     def edge_update(self, q_i: Tensor, k_j: Tensor, negative: Tensor, index: Tensor,
                     dim_size: Optional[int]) -> Tensor:
@@ -130,4 +177,4 @@ class GCANodeConv(MessagePassing):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, zero_logit={self.zero_logit}, "
-                f"edge_aggr={self.edge_aggr!r})")
+                f"edge_aggr={self.edge_aggr!r}, recompute={self.recompute})")

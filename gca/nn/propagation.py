@@ -61,9 +61,15 @@ class GraphPropagation(nn.Module):
         return all(getattr(block, "supports_pairs", False) for block in self.layers)
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
-                symmetric: bool = False) -> Tuple[Tensor, Tensor]:
+                symmetric: bool = False, return_pairs: bool = False):
+        """Propagate; returns ``(node states, edge states)``.
+
+        With ``symmetric=True`` and ``return_pairs=True`` the edge states stay one per unordered pair and
+        the pairs come along: ``(node states [N, D], pair states [P, D], (pair_index [2, P], edge_to_pair
+        [E]))``, so that what reads them (the lambda head) can also run per pair.
+        """
         h = self.input_proj(x)
-        if not symmetric or not self.layers:
+        if not symmetric or (not self.layers and not return_pairs):
             e = edge_attr
             for block in self.layers:
                 h, e = block(h, edge_index, e, same_class)
@@ -76,6 +82,8 @@ class GraphPropagation(nn.Module):
         e = edge_attr[pair_edge]
         for block in self.layers:
             h, e = block(h, edge_index, e, same_class, pairs=pairs)
+        if return_pairs:
+            return h, e, pairs
         return h, e[edge_to_pair]
 
     def __repr__(self) -> str:

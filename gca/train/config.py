@@ -88,6 +88,8 @@ class GCAConfig:
                                             # anchor_proxy (Proxy-Anchor: negatives of the anchor's proxy)
     synthetic_gradient: str = "auto"        # J_syn's gradient through a synthetic: full, negatives, auto
     diagnostics: bool = True                # log the generator's diag_* values (gca.diagnostics)
+    step: str = "two_pass"                  # "two_pass" (the authors' phases A, B, C) or "fused" (one propagation
+                                            # and one backward for A and C, gca.train.step)
 
 
 @dataclass
@@ -364,6 +366,7 @@ def validate(cfg: RunConfig) -> None:
     from gca.nn import LAYERS
     from gca.schedules import SCHEDULE_SCALES
     from gca.synthesis import MIXING_MODES, NEGATIVES_PER_CLASS
+    from gca.train.step import GENERATOR_STEPS
 
     d, m, lo, g, s, e = cfg.data, cfg.model, cfg.loss, cfg.gca, cfg.solver, cfg.eval
 
@@ -456,6 +459,9 @@ def validate(cfg: RunConfig) -> None:
     _choice("gca.negatives_per_class", g.negatives_per_class, NEGATIVES_PER_CLASS)
     _choice("gca.mixing", g.mixing, MIXING_MODES)
     _choice("gca.schedule_scale", g.schedule_scale, SCHEDULE_SCALES)
+    _choice("gca.step", g.step, GENERATOR_STEPS)
+    if g.step == "fused" and g.enabled and g.generator != "gca":
+        raise ValueError(f"config key 'gca.step' is fused, which needs gca.generator=gca, not {g.generator!r}")
     _choice("gca.synthetic_loss_mode", g.synthetic_loss_mode, SYNTHETIC_LOSS_MODES)
     _choice("gca.synthetic_gradient", g.synthetic_gradient, SYNTHETIC_GRADIENTS)
     if not (g.symmetric_edges == "auto" or isinstance(g.symmetric_edges, bool)):

@@ -7,6 +7,21 @@ Phase C  the generator: ``objective.generator_losses`` (a second pass from detac
          generator step.
 
 The baseline (:class:`gca.objective.MetricLossObjective`) and HDML's interpolation have no phases B and C.
+
+The fused step (``fused=True``, objectives with ``fused_losses`` such as :class:`gca.GCAHNG`) builds and
+propagates the batch graph once instead of twice and backpropagates phases A and C in one sweep (about half
+of the generator's FLOPs). It differs from the two-pass step, on purpose, in four ways:
+
+1. the GNN takes one optimiser step per iteration, on the sum of the J_gce and J_gen gradients (clipped
+   together), where the authors take two sequential steps;
+2. J_gce trains the GNN but not the embedding network (the propagation runs from ``sg(z)``, see
+   :meth:`gca.GCAHNG.fused_losses`);
+3. phase C's channel weights come from the GNN before this iteration's J_gce step, not after it;
+4. one dropout mask and one graph serve both phases.
+
+Phase B (the classifier on ``sg(z)``) runs first in the fused step; it reads only detached embeddings, so
+phase C still sees the classifier after its step, as in the two-pass order (and a non-finite phase A or C
+loss leaves that classifier step done).
 A phase whose loss is NaN or infinite raises :class:`NonFiniteLossError` before its backward pass: that
 phase and the ones after it change no parameter (the trainer's ``solver.nonfinite`` decides what follows).
 Like timm's ``train_one_epoch``, the step takes every model, optimiser and the autocast context as arguments.
@@ -23,6 +38,9 @@ from torch.nn.utils import clip_grad_value_
 from torch.optim import Optimizer
 
 from gca.objective import Objective
+
+#: the two ways :func:`train_step` trains a generator (config key ``gca.step``)
+GENERATOR_STEPS = ("two_pass", "fused")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -62,7 +80,7 @@ def _params(optimiser: Optimizer):
 
 def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: Tensor, optimisers: Optimisers, *,
                amp_autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-               clip_value: Optional[float] = None, step: int = 0) -> Dict[str, float]:
+               clip_value: Optional[float] = None, step: int = 0, fused: bool = False) -> Dict[str, float]:
     """Run one iteration; returns the losses (and the generator's diagnostics) as floats.
 
     Args:
@@ -75,11 +93,16 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
             for full precision); every loss is computed in float32 either way.
         clip_value: gradient value clipping of each optimiser's parameters (``None``: none).
         step: the step's index, for error messages.
+        fused: one propagation and one backward sweep for phases A and C (see the module's docstring);
+            needs an objective with ``fused_losses``.
     """
     trains_generator = objective.trains_generator
     if trains_generator and (optimisers.generator is None or optimisers.classifier is None):
         raise ValueError(f"{type(objective).__name__} trains a generator: train_step needs "
                          f"optimisers.generator and optimisers.classifier")
+    if fused and not (trains_generator and hasattr(objective, "fused_losses")):
+        raise ValueError(f"the fused step needs an objective that trains a generator and has fused_losses; "
+                         f"{type(objective).__name__} has not")
     optimisers.metric.zero_grad(set_to_none=True)
     if trains_generator:
         optimisers.generator.zero_grad(set_to_none=True)
@@ -87,6 +110,8 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
         z = model(images)
     z = z.float()
     logs: Dict[str, float] = {}
+    if fused:
+        return _fused_step(objective, z, labels, optimisers, amp_autocast, clip_value, step, logs)
 
     # phase A (the GNN runs under autocast inside the objective; its losses are float32)
     with amp_autocast():
@@ -104,12 +129,7 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
     optimisers.generator.step()
 
     # phase B
-    optimisers.classifier.zero_grad(set_to_none=True)
-    cls_loss = objective.classifier_loss(z, labels)
-    _check_finite(cls_loss, "classifier (phase B)", step, {"classifier": cls_loss.item()})
-    cls_loss.backward()
-    optimisers.classifier.step()
-    logs["classifier"] = cls_loss.item()
+    _classifier_phase(objective, z, labels, optimisers, step, logs)
 
     # phase C
     optimisers.generator.zero_grad(set_to_none=True)
@@ -119,7 +139,41 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
     g["total"].backward()
     _clip(_params(optimisers.generator), clip_value)
     optimisers.generator.step()
-    logs.update({"generator": g["total"].item(), "gen_label": g["label"].item(), "gen_hardness": g["hardness"].item(),
-                 "gen_diversity": g["diversity"].item()})
+    logs.update(_generator_logs(g))
+    return logs
+
+
+def _generator_logs(g: Dict[str, Tensor]) -> Dict[str, float]:
+    logs = {"generator": g["total"].item(), "gen_label": g["label"].item(), "gen_hardness": g["hardness"].item(),
+            "gen_diversity": g["diversity"].item()}
     logs.update({k: float(v) for k, v in g.items() if k.startswith("diag_")})
+    return logs
+
+
+def _classifier_phase(objective: Objective, z: Tensor, labels: Tensor, optimisers: Optimisers, step: int,
+                      logs: Dict[str, float]) -> None:
+    optimisers.classifier.zero_grad(set_to_none=True)
+    cls_loss = objective.classifier_loss(z, labels)
+    _check_finite(cls_loss, "classifier (phase B)", step, {"classifier": cls_loss.item()})
+    cls_loss.backward()
+    optimisers.classifier.step()
+    logs["classifier"] = cls_loss.item()
+
+
+def _fused_step(objective, z: Tensor, labels: Tensor, optimisers: Optimisers, amp_autocast, clip_value, step: int,
+                logs: Dict[str, float]) -> Dict[str, float]:
+    _classifier_phase(objective, z, labels, optimisers, step, logs)
+    with amp_autocast():
+        parts, g = objective.fused_losses(z, labels)
+    loss = parts["total"]
+    logs.update({k: float(v.detach()) for k, v in parts.items() if k != "total"})
+    logs["total"] = loss.item()
+    _check_finite(loss, "metric (phase A)", step, logs)
+    _check_finite(g["total"], "generator (phase C)", step, {"generator": g["total"].item()})
+    (loss + g["total"]).backward()
+    _clip(_params(optimisers.metric), clip_value)
+    optimisers.metric.step()
+    _clip(_params(optimisers.generator), clip_value)
+    optimisers.generator.step()
+    logs.update(_generator_logs(g))
     return logs

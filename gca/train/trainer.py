@@ -437,7 +437,8 @@ class Trainer:
         s = self.cfg.solver
         try:
             logs = train_step(self.model, self.objective, images, labels, self.optimisers, amp_autocast=self._autocast,
-                              clip_value=s.grad_clip_value, step=self.step)
+                              clip_value=s.grad_clip_value, step=self.step,
+                              fused=self.cfg.gca.enabled and self.cfg.gca.step == "fused")
         except NonFiniteLossError as exc:
             if s.nonfinite == "raise":
                 raise
