@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from gca._checks import check_choice, check_embeddings_and_labels
+from gca._checks import check_choice, check_embeddings_and_labels, check_int
 
 EDGE_MODES = ("full", "knn")
 
@@ -59,24 +59,71 @@ def full_edge_index(num_nodes: int, self_loops: bool = True, device=None) -> Ten
     return torch.stack([src, dst])
 
 
-def knn_edge_index(embeddings: Tensor, k: int, self_loops: bool = True, chunk_size: int = 4096) -> Tensor:
+# Default budget of the knn search: 2**22 float32 scores (16 MiB) at once, so B = 2048 is scored in one block
+# and larger batches in blocks of 2**22 // B rows instead of one B x B matrix.
+KNN_MAX_SCORES = 2 ** 22
+
+
+def knn_chunk_rows(num_nodes: int, max_scores: int = KNN_MAX_SCORES) -> int:
+    """Rows scored at once by :func:`knn_edge_index`: as many as fit in ``max_scores`` scores.
+
+    A row needs all ``num_nodes`` scores for its ``topk``, so one row (``num_nodes`` scores) is the
+    floor when the budget is smaller than that.
+
+    Args:
+        num_nodes: ``B``, the nodes of the batch (the length of one row of scores).
+        max_scores: the most scores (``rows x B`` floats) to hold at once; at least 1.
+
+    Returns:
+        The block height, in ``[1, max(num_nodes, 1)]``.
+    """
+    check_int("max_scores", max_scores)
+    check_int("num_nodes", num_nodes, minimum=0)
+    return max(1, min(num_nodes, max_scores // max(num_nodes, 1)))
+
+
+def knn_edge_index(embeddings: Tensor, k: int, self_loops: bool = True, chunk_size: Optional[int] = None,
+                   max_scores: int = KNN_MAX_SCORES) -> Tensor:
     """For every node ``j``, incoming edges from its ``k`` most correlated other nodes.
 
     Correlation is the Pearson correlation of the embeddings (the sum of the edge feature). The
-    selection is made without gradient; it is computed in row chunks so that only ``chunk x B`` scores
-    exist at once. Edges are returned sorted source-major, like :func:`full_edge_index`, so that
-    ``k = B - 1`` reproduces the full graph exactly.
+    selection is made without gradient, in blocks of rows, so that the search holds at most
+    ``max_scores`` scores at once (one row of ``B`` scores when ``B`` exceeds the budget), never the
+    ``B x B`` matrix once ``B * B > max_scores``. Each row is selected from its own scores alone (``topk``, whose
+    choice among exactly tied scores is made per row), so the edges do not depend on the blocks, except
+    where two candidates agree to float32 rounding (about ``1e-7``): BLAS may round a row's products
+    differently for blocks of different heights, as it does for different thread counts. Edges are
+    returned sorted source-major, like :func:`full_edge_index`, so that ``k = B - 1`` reproduces the full
+    graph exactly.
+
+    Args:
+        embeddings: ``[B, D]`` floating tensor (the search runs in float32 on its device).
+        k: neighbours per node, in ``[1, B - 1]`` (checked by :func:`build_batch_graph`).
+        self_loops: add the edge ``(i -> i)`` for every node.
+        chunk_size: rows scored at once; ``None`` takes :func:`knn_chunk_rows` of ``max_scores``.
+        max_scores: the most scores held at once when ``chunk_size`` is ``None``.
+
+    Returns:
+        ``edge_index`` ``[2, B * k (+ B)]``: row 0 the sources, row 1 the targets, source-major.
+
+    Raises:
+        TypeError, ValueError: ``chunk_size`` or ``max_scores`` is not a positive integer.
     """
     num_nodes = embeddings.shape[0]
+    rows_per_block = knn_chunk_rows(num_nodes, max_scores)
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size)
+        rows_per_block = chunk_size
     with torch.no_grad():
         unit = centred_unit(embeddings.detach().float())
         neighbours = []
-        for start in range(0, num_nodes, chunk_size):
-            rows = unit[start:start + chunk_size]
+        for start in range(0, num_nodes, rows_per_block):
+            rows = unit[start:start + rows_per_block]
             scores = rows @ unit.T
             own = torch.arange(start, start + rows.shape[0], device=unit.device)
             scores[torch.arange(rows.shape[0], device=unit.device), own] = float("-inf")
             neighbours.append(scores.topk(k, dim=1).indices)
+            del scores      # free this block before the next one is formed, or two would coexist
         nbr = torch.cat(neighbours)  # [B, k]: nbr[j] are the sources that send to target j
     dst = torch.arange(num_nodes, device=embeddings.device).repeat_interleave(k)
     src = nbr.reshape(-1)

@@ -1,8 +1,13 @@
+import re
+import weakref
+
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from gca import build_batch_graph
+from gca.graph import KNN_MAX_SCORES, centred_unit, knn_chunk_rows, knn_edge_index
 
 
 def _batch(n=10, d=8, seed=0):
@@ -94,3 +99,101 @@ def test_non_finite_embeddings_rejected(value):
     z[3, 1] = value
     with pytest.raises(ValueError, match="NaN or infinite.*rows \\[3\\]"):
         build_batch_graph(z, y)
+
+
+# ---------------------------------------------------------------------------- the knn search in blocks
+class _ScoreBlocks(TorchDispatchMode):
+    """Watches the ``[rows, B]`` float blocks an operation forms: the largest one, and the most scores alive at
+    once (a block stays alive until nothing refers to it)."""
+
+    def __init__(self, num_nodes):
+        super().__init__()
+        self.num_nodes = num_nodes
+        self.blocks = []
+        self.largest = 0
+        self.most_alive = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:        # a view of the embeddings (unit.T) is not a new block of scores
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if (isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 2
+                        and t.shape[1] == self.num_nodes and not any(b() is t for b in self.blocks)):
+                    self.blocks.append(weakref.ref(t))
+                    self.largest = max(self.largest, t.numel())
+        self.most_alive = max(self.most_alive, sum(b().numel() for b in self.blocks if b() is not None))
+        return out
+
+
+def _reference_knn(z, k, self_loops):
+    """The plain search: the whole B x B score matrix, topk per row, edges listed pair by pair and sorted."""
+    unit = centred_unit(z.float())
+    scores = unit @ unit.T
+    scores.fill_diagonal_(float("-inf"))
+    top = scores.topk(k + 1, dim=1)
+    # the test data must have no near-tie at any row's k-th place, or rounding could pick either candidate
+    assert (top.values[:, k - 1] - top.values[:, k]).min() > 1e-5
+    pairs = [(i, j) for j in range(z.shape[0]) for i in top.indices[j, :k].tolist()]
+    pairs += [(i, i) for i in range(z.shape[0])] if self_loops else []
+    return torch.tensor(sorted(pairs)).T
+
+
+@pytest.mark.parametrize("k", [1, 5, 36])
+@pytest.mark.parametrize("self_loops", [True, False])
+@pytest.mark.parametrize("blocks", [
+    dict(max_scores=1),             # less than one row: one row at a time
+    dict(max_scores=36),            # B - 1 scores: still one row
+    dict(max_scores=2 * 37 + 1),    # 2 rows: 18 blocks of 2 and one of 1
+    dict(max_scores=5 * 37 + 36),   # 5 rows: 7 blocks of 5 and one of 2
+    dict(max_scores=36 * 37),       # 36 rows and 1
+    dict(max_scores=37 * 37),       # the whole matrix
+    dict(),                         # the default budget
+    dict(chunk_size=3),
+    dict(chunk_size=100),
+])
+def test_knn_in_blocks_matches_the_whole_score_matrix(k, self_loops, blocks):
+    z = torch.randn(37, 24, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+    assert torch.equal(knn_edge_index(z, k, self_loops, **blocks), _reference_knn(z, k, self_loops))
+
+
+@pytest.mark.parametrize("num_nodes, max_scores, rows", [
+    (37, 1, 1), (37, 36, 1), (37, 37, 1), (37, 75, 2), (37, 221, 5), (37, 37 * 37, 37), (37, 10 ** 9, 37),
+    (4096, 2 ** 22, 1024), (2048, 2 ** 22, 2048), (2 ** 23, 2 ** 22, 1),
+])
+def test_knn_block_height_is_the_most_rows_within_the_budget(num_nodes, max_scores, rows):
+    assert knn_chunk_rows(num_nodes, max_scores) == rows
+
+
+@pytest.mark.parametrize("max_scores", [1, 49, 50, 149, 400, 2499, 2500, 10 ** 6])
+def test_knn_holds_at_most_the_budget_of_scores(max_scores):
+    n = 50
+    z = torch.randn(n, 8, generator=torch.Generator().manual_seed(1))
+    with _ScoreBlocks(n) as seen:
+        knn_edge_index(z, 4, max_scores=max_scores)
+    rows = min(n, max(1, max_scores // n))
+    assert seen.largest == rows * n                 # blocks as tall as the budget allows, no taller
+    assert seen.most_alive == rows * n              # one block at a time: each is freed before the next
+    assert seen.most_alive <= max(max_scores, n)
+
+
+def test_knn_default_budget_never_forms_the_whole_matrix():
+    n = 3000                                        # n * n = 9e6 scores > the default budget of 2**22
+    z = torch.randn(n, 4, generator=torch.Generator().manual_seed(2))
+    with _ScoreBlocks(n) as seen:
+        edges = knn_edge_index(z, 2, self_loops=False)
+    assert seen.largest == (KNN_MAX_SCORES // n) * n and seen.most_alive <= KNN_MAX_SCORES
+    assert edges.shape == (2, 2 * n) and torch.equal(torch.bincount(edges[1], minlength=n), torch.full((n,), 2))
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(max_scores=0), ValueError, "max_scores must be >= 1, got 0"),
+    (dict(max_scores=-4), ValueError, "max_scores must be >= 1, got -4"),
+    (dict(max_scores=2.5), TypeError, "max_scores must be an integer, got 2.5"),
+    (dict(max_scores=True), TypeError, "max_scores must be an integer, got True"),
+    (dict(chunk_size=0), ValueError, "chunk_size must be >= 1, got 0"),
+    (dict(chunk_size=2.0), TypeError, "chunk_size must be an integer, got 2.0"),
+])
+def test_knn_bad_budget(kwargs, exc, match):
+    z, _ = _batch()
+    with pytest.raises(exc, match=re.escape(match)):
+        knn_edge_index(z, 3, **kwargs)

@@ -12,11 +12,13 @@ from typing import Any, Dict, List
 import costbench
 from costbench.harness import Runner, environment
 from costbench.report import write_markdown, write_plots
+from costbench.steps import suite_steps
 from costbench.suites import (
     SUITE_SHARES,
     suite_backbone,
     suite_fast_paths,
     suite_generator_step,
+    suite_large_batch,
     suite_matmul,
     suite_profile,
     suite_propagation,
@@ -26,6 +28,10 @@ from costbench.suites import (
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 FULL_SIZES = (64, 128, 256, 512, 1024, 2048)
 QUICK_SIZES = (32, 64)
+# large_batch: B = 2048 (the scaling suite's largest) and 4096 for the slope; quick: tiny sizes with a knn budget
+# of a quarter of the score matrix, so that the search still runs in blocks.
+LARGE_SIZES = (2048, 4096)
+QUICK_LARGE_SIZES = (128, 512)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config-budget", type=float, default=None,
                    help="seconds one configuration may take; repeats are reduced to fit (default 60, quick 10)")
     p.add_argument("--budget-min", type=float, default=None,
-                   help="time budget of the whole run in minutes, shared out between suites (default 18, quick 2)")
+                   help="time budget of the whole run in minutes, shared out between suites (default 28, quick 2)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
     p.add_argument("--omp-wait-policy", default="passive", choices=("passive", "inherit"),
                    help="OMP_WAIT_POLICY of the child processes when it is not set already: 'passive' sets "
@@ -66,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn"))
     p.add_argument("--child-timeout", type=float, default=900.0, help="kill a configuration after this many seconds")
     p.add_argument("--suites", nargs="+", default=None, choices=["profile", "backbone", "fast_paths", "propagation",
-                                                                  "threads", "generator_step"],
+                                                                  "threads", "large_batch", "steps", "generator_step"],
                    help="run only these suites (default: all); the matmul probes always run")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite cost.md and the plots from the cost.json already in --out")
@@ -76,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
     args.time_cap = args.time_cap if args.time_cap is not None else (10.0 if q else 30.0)
     args.config_budget = args.config_budget if args.config_budget is not None else (10.0 if q else 60.0)
-    args.budget_min = args.budget_min if args.budget_min is not None else (2.0 if q else 18.0)
+    args.budget_min = args.budget_min if args.budget_min is not None else (2.0 if q else 28.0)
     args.dim = args.dim if args.dim is not None else (128 if q else 512)
     args.sizes = QUICK_SIZES if q else FULL_SIZES
     args.layers = (1,) if q else (1, 2)
@@ -92,6 +98,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.backbone_dim = 64 if q else 512
     args.backbone_layers = 1 if q else 2
     args.matmul_n = 512 if q else 2048
+    # steps: the authors' CUB batch (27 x 3) and twice it, the issue's settings; quick: one tiny size
+    args.step_sizes = (24,) if q else (81, 162)
+    args.step_per_class = 3
+    args.step_layers = 1 if q else 2
+    args.step_rounds = 1 if q else 3
+    args.large_sizes = QUICK_LARGE_SIZES if q else LARGE_SIZES
+    args.large_k = 16
+    args.large_layers = 1 if q else 2
+    args.large_knn_max_scores = max(QUICK_LARGE_SIZES) ** 2 // 4 if q else None   # None: the library's default
     if args.repeats < 1 or args.warmup < 1:
         p.error("--repeats and --warmup must be at least 1")
     return args
@@ -136,7 +151,9 @@ def main(argv=None) -> int:
     print("[matmul] peak throughput", flush=True)
     suite_matmul(args, runner, rows, device, "start")
     steps = [("profile", suite_profile), ("backbone", suite_backbone), ("fast_paths", suite_fast_paths),
-             ("propagation", suite_propagation), ("threads", suite_threads), ("generator_step", suite_generator_step)]
+             ("propagation", suite_propagation), ("threads", suite_threads), ("large_batch", suite_large_batch),
+             ("steps", suite_steps),
+             ("generator_step", suite_generator_step)]
     assert [name for name, _ in steps] + ["matmul_end"] == list(SUITE_SHARES)
     for name, fn in steps:
         if args.suites and name not in args.suites:

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from costbench.steps import steps_markdown, steps_summary_lines
+
 
 def _fmt(value, digits: int = 2, unit: str = "") -> str:
     """A table cell: a float with ``digits`` decimals, anything else as is, ``unit`` appended; "–" when missing."""
@@ -118,7 +120,99 @@ def summary_lines(rows: List[Dict[str, Any]]) -> List[str]:
         lines.append("- Thread settings (B=" + str(threads[0]["B"]) + f", L={threads[0]['L']}): " + "; ".join(
             f"{r['threads_setting']} ({r['threads']} thread{'s' if r['threads'] != 1 else ''}) "
             f"{r['time_step_s']:.2f} s" for r in threads) + ".")
+    lines += large_batch_summary_lines(rows)
+    lines += steps_summary_lines(rows)
     return lines
+
+
+def _large_batch_rows(rows):
+    """The measured rows of the large_batch suite: the generator steps by B, and the knn searches by variant."""
+    done = _ok(rows, "large_batch")
+    steps = sorted((r for r in done if r.get("variant") == "generator step"), key=lambda r: r["B"])
+    searches = {r["variant"]: r for r in done if r.get("variant", "").startswith("knn search")}
+    return steps, searches
+
+
+def large_batch_summary_lines(rows: List[Dict[str, Any]]) -> List[str]:
+    """The summary line of the large_batch suite (none when it measured nothing).
+
+    Args:
+        rows: the rows of ``cost.json``.
+
+    Returns:
+        At most one Markdown list item: the generator step at each B (time, FLOPs, peak memory rise, growth
+        with B), then the knn search's own peak memory in blocks against one ``B x B`` block.
+    """
+    steps, searches = _large_batch_rows(rows)
+    parts = []
+    if steps:
+        first = steps[0]
+        slope_t = _slope([(r["B"], r["time_step_s"]) for r in steps])
+        slope_m = _slope([(r["B"], r["peak_mem_rise_mb"]) for r in steps])
+        growth = (f" (time ∝ B^{slope_t:.1f}, memory ∝ B^{slope_m:.1f})"
+                  if slope_t is not None and slope_m is not None else "")
+        parts.append(f"generator step, knn k={first['k']}, L={first['L']}, H={first['H']}, D={first['D']} "
+                     "(time / FLOPs / peak memory rise): " + ", ".join(
+                         f"B={r['B']} {r['time_step_s']:.2f} s / {r['flops_step'] / 1e9:.0f} GFLOP / "
+                         f"{r['peak_mem_rise_mb'] / 1024:.2f} GB" for r in steps) + growth)
+    blocks = searches.get("knn search, blocks")
+    if blocks:
+        whole = searches.get("knn search, one B x B block")
+        parts.append(f"knn search alone at B={blocks['B']}: peak {blocks['peak_tensor_mb']:.3g} MiB of tensors "
+                     f"(RSS rise {blocks['peak_mem_rise_mb']:.0f} MiB) in {blocks['blocks']} block(s) of "
+                     f"{blocks['rows_per_block']} rows ({blocks['score_block_mb']:.3g} MiB of scores each)"
+                     + (f", against {whole['peak_tensor_mb']:.3g} MiB (RSS rise {whole['peak_mem_rise_mb']:.0f} MiB) "
+                        f"with one {whole['B']} x {whole['B']} block ({whole['score_matrix_mb']:.3g} MiB of scores)"
+                        if whole else ""))
+    return ["- Large batch: " + "; ".join(parts) + "."] if parts else []
+
+
+def large_batch_markdown(rows: List[Dict[str, Any]]) -> List[str]:
+    """The section of ``cost.md`` on the large_batch suite (no lines when the run has no such rows).
+
+    Args:
+        rows: the rows of ``cost.json``.
+
+    Returns:
+        The Markdown lines: the generator steps at each B, then the knn search alone.
+    """
+    suite = [r for r in rows if r["suite"] == "large_batch"]
+    if not suite:
+        return []
+    out = ["", "## Large batches: the knn graph at B = " + " and ".join(
+               str(b) for b in sorted({r["B"] for r in suite if r.get("variant") == "generator step"})), "",
+           "One generator step (as in the table against batch size) with the knn graph, without the scaling suite's "
+           "time cap. The knn search (`gca.graph.knn_edge_index`) scores the batch in blocks of rows that hold at "
+           "most `max_scores` scores at once (the library's default is 2**22, 16 MiB in float32; `--quick` uses a "
+           "quarter of the B x B matrix) instead of the B x B matrix. The search alone is measured below against "
+           "one B x B block: peak tensors = the most bytes of the tensors it creates alive at once (exact); RSS "
+           "rise = the peak resident set size of a fresh process over its first search, embeddings already "
+           "allocated (blurred by the allocator: tens of MiB either way).", "",
+           "| B | k | L | edges | step (s) | metric side A (s) | generator C (s) | peak mem (GB) | GFLOP | GFLOP/s | "
+           "% matmul | reps | load | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in suite if r.get("variant") == "generator step"), key=lambda r: r["B"]):
+        head = f"| {r['B']} | {r['k']} | {r['L']} | {r['edges']} |"
+        if r.get("status") == "ok":
+            out.append(f"{head} {_fmt(r['time_step_s'], 3)} | {_fmt(r['time_metric_s'], 3)} | "
+                       f"{_fmt(r['time_generator_s'], 3)} | {_fmt(r['peak_mem_rise_mb'] / 1024, 2)} | "
+                       f"{_fmt(r['flops_step'] / 1e9, 1)} | {_fmt(r['gflops_per_s'], 1)} | "
+                       f"{_percent_of_matmul(rows, r['gflops_per_s'])} | {r['warmup']}+{r['repeats']} | "
+                       f"{_fmt(r.get('load_avg_1min_start'), 1)} | ok |")
+        else:
+            out.append(f"{head} | | | | | | | | | {r['status']}: {r.get('reason', '')} |")
+    out += ["", "| knn search | B | D | k | rows per block | blocks | scores per block (MiB) | B x B scores (MiB) | "
+            "time (s) | GFLOP | peak tensors (MiB) | RSS rise (MiB) | reps | status |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in suite if r.get("variant", "").startswith("knn search")):
+        head = f"| {r['variant'][len('knn search, '):]} | {r['B']} | {r['D']} | {r['k']} |"
+        if r.get("status") == "ok":
+            out.append(f"{head} {r['rows_per_block']} | {r['blocks']} | {r['score_block_mb']:.3g} | "
+                       f"{r['score_matrix_mb']:.3g} | {_fmt(r['time_s'], 3)} | {_fmt(r['flops'] / 1e9, 1)} | "
+                       f"{_fmt(r['peak_tensor_mb'], 2)} | {_fmt(r['peak_mem_rise_mb'], 1)} | "
+                       f"{r['warmup']}+{r['repeats']} | ok |")
+        else:
+            out.append(f"{head} | | | | | | | | | {r['status']}: {r.get('reason', '')} |")
+    return out
 
 
 def write_markdown(rows: List[Dict[str, Any]], path: Path) -> None:
@@ -171,6 +265,8 @@ def write_markdown(rows: List[Dict[str, Any]], path: Path) -> None:
         else:
             out.append(f"| {graph} | {r['L']} | {r['B']} | {r['edges']} | | | | | | | | | | {r['status']}: "
                        f"{r.get('reason', '')} |")
+    out += large_batch_markdown(rows)
+    out += steps_markdown(rows)
     fast = [r for r in rows if r["suite"] == "fast_paths"]
     if fast:
         out += ["", "## Fast paths: before / after", "",

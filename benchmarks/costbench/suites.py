@@ -7,16 +7,25 @@ import time
 from typing import Any, Dict, List, Optional
 
 from costbench.harness import GB, Runner, Work
-from costbench.workloads import work_backbone, work_generator_step, work_matmul, work_profile, work_propagation
+from costbench.workloads import (
+    work_backbone,
+    work_generator_step,
+    work_knn_search,
+    work_matmul,
+    work_profile,
+    work_propagation,
+)
 
 # Rough bytes of saved activations per edge row, per layer and per channel (fp32), used only to estimate
 # the memory of the first size of a line before anything of that line has been measured; afterwards the
 # estimate is the previous measurement scaled by the number of edges.
 FIRST_GUESS_FLOATS_PER_EDGE_CHANNEL = 60
-# Share of the time budget of each suite, in running order.
-# The scaling suite runs last, so that it also gets whatever the others leave.
+# Share of the time budget of each suite, in running order (relative: a suite gets its share over the sum of
+# the shares of the suites still to run). The scaling suite runs last, so that it also gets whatever the others
+# leave. large_batch and steps were added on top of shares that summed to 1, with the run's budget raised to
+# match (18 -> 28 min), so that the other suites keep the time they had.
 SUITE_SHARES = {"profile": 0.04, "backbone": 0.08, "fast_paths": 0.13, "propagation": 0.13, "threads": 0.07,
-                "generator_step": 0.52, "matmul_end": 0.03}
+                "large_batch": 0.33, "steps": 0.25, "generator_step": 0.52, "matmul_end": 0.03}
 
 
 def num_edges(batch: int, graph: str, k: Optional[int]) -> int:
@@ -295,6 +304,53 @@ def suite_profile(args, runner: Runner, rows, device: str) -> None:
         return
     cfg = {**child_common(args, device), **settings, "top": 15, "repeats": min(args.repeats, 3)}
     suite.run(work_profile, settings, cfg)
+
+
+def suite_large_batch(args, runner: Runner, rows, device: str) -> None:
+    """The knn graph at large batches: the knn search alone at the largest size, its budgeted blocks against one
+    ``B x B`` block of scores, then one generator step at each size (``args.large_sizes``).
+
+    Unlike the scaling suite there is no time cap (the largest size is the point of the suite): a size is skipped
+    only when its estimated peak memory exceeds ``--max-memory-gb`` or its estimated time what is left of the
+    suite's budget.
+    """
+    suite = Suite("large_batch", runner, rows)
+    k, layers, largest = args.large_k, args.large_layers, max(args.large_sizes)
+    search = {"graph": "knn", "k": k, "B": largest, "D": args.dim, "K": args.per_class}
+    for variant, max_scores in (("blocks", args.large_knn_max_scores), ("one B x B block", largest * largest)):
+        settings = {"variant": f"knn search, {variant}", **search, "max_scores_setting": max_scores}
+        if not 1 <= k <= largest - 1:
+            suite.skip(settings, f"k={k} needs B > k")
+            continue
+        if suite.left() <= 0:
+            suite.skip(settings, "time budget spent")
+            continue
+        suite.run(work_knn_search, settings, {**child_common(args, device), **search, "max_scores": max_scores})
+    prev: Optional[Dict[str, Any]] = None
+    for batch in args.large_sizes:
+        settings = {"variant": "generator step", "graph": "knn", "k": k, "B": batch, "L": layers, "H": args.heads,
+                    "D": args.dim, "K": args.per_class, "num_classes": args.num_classes, "symmetric": False,
+                    "fast": True, "edges": num_edges(batch, "knn", k)}
+        if not 1 <= k <= batch - 1:
+            suite.skip(settings, f"k={k} needs B > k")
+            continue
+        growth = num_edges(batch, "knn", k) / num_edges(prev["B"], "knn", k) if prev else None
+        est_gb = (prev["peak_mem_rise_mb"] * growth / 1024 if prev
+                  else first_memory_guess_gb(batch, "knn", k, layers, args.dim))
+        settings["est_mem_gb"] = est_gb
+        if est_gb > args.max_memory_gb:
+            suite.skip(settings, f"estimated peak memory {est_gb:.1f} GB > budget {args.max_memory_gb:g} GB")
+            continue
+        est_s = prev["time_step_s"] * growth * 3 if prev else 0.0    # >= 3 iterations
+        if prev and est_s > suite.left():
+            suite.skip(settings, f"estimated {est_s:.0f} s > {max(suite.left(), 0):.0f} s left of the time budget")
+            continue
+        if suite.left() <= 0:
+            suite.skip(settings, "time budget spent")
+            continue
+        row = suite.run(work_generator_step, settings, {**child_common(args, device), **settings})
+        if row["status"] == "ok":
+            prev = row
 
 
 def suite_matmul(args, runner: Runner, rows, device: str, when: str) -> None:

@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Any, Dict
 
-from costbench.harness import Memory, adaptive_counts, now, sync
+from costbench.harness import MB, Memory, adaptive_counts, now, sync
 
 
 def _setup_child(cfg: Dict[str, Any]):
@@ -303,3 +303,86 @@ def work_profile(cfg: Dict[str, Any]) -> Dict[str, Any]:
     by_shape, _ = table(prof.key_averages(group_by_input_shape=True), True)
     base.update({"profile_total_self_ms": total_ms, "top_ops": by_op, "top_ops_by_shape": by_shape})
     return base
+
+
+def _live_tensor_peak(fn) -> int:
+    """Run ``fn()`` and return the peak bytes of the tensors it creates that are alive at once.
+
+    Every new tensor an operator returns is followed with a weak reference until it is freed; views (which share
+    their base's memory) and results that are one of the inputs (in-place ones) are not counted again. Unlike the
+    peak RSS this is not blurred by the allocator's fragmentation or cached pages, so a difference of a few score
+    blocks shows.
+    """
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Tracker(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live: Dict[int, Any] = {}
+            self.peak = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            # drop the freed ones first: a new tensor may reuse a freed one's id
+            self.live = {key: (ref, size) for key, (ref, size) in self.live.items() if ref() is not None}
+            if not func.is_view:
+                inputs = {id(a) for a in tree_leaves((args, kwargs))}
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor) and id(t) not in inputs and id(t) not in self.live:
+                        self.live[id(t)] = (weakref.ref(t), t.untyped_storage().nbytes())
+            self.peak = max(self.peak, sum(size for _, size in self.live.values()))
+            return out
+
+    with Tracker() as tracker:
+        fn()
+    return tracker.peak
+
+
+def work_knn_search(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Time, FLOPs and peak memory of the knn search alone (:func:`gca.graph.knn_edge_index`) on a batch of
+    embeddings.
+
+    ``cfg["max_scores"]`` is the search's budget of scores held at once (``None``: the library's default,
+    :data:`gca.graph.KNN_MAX_SCORES`; ``B * B``: one block, the whole score matrix). A search on 64 rows runs
+    before the memory baseline, so that loading the kernels is not counted. Memory is measured twice: the peak
+    RSS rise of the first search (GPU: max allocated), and the peak of the search's tensors alive at once
+    (:func:`_live_tensor_peak`, exact). FLOPs are counted on a further search, the timed repeats come last.
+    """
+    torch, device = _setup_child(cfg)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gca.graph import KNN_MAX_SCORES, knn_chunk_rows, knn_edge_index
+    z, _, _ = _batch(torch, device, cfg["B"], cfg["D"], cfg["K"], cfg["seed"])
+    max_scores = cfg.get("max_scores") or KNN_MAX_SCORES
+    knn_edge_index(z[:64], min(cfg["k"], 63), max_scores=max_scores)
+
+    def one():
+        sync(device)
+        t0 = now()
+        edges = knn_edge_index(z, cfg["k"], max_scores=max_scores)
+        sync(device)
+        return now() - t0, edges.shape[1]
+
+    mem = Memory(device)
+    first, num_edges = one()
+    rise_mb, peak_mb = mem.rise_mb(), mem.peak_mb()
+    tensor_peak = _live_tensor_peak(lambda: knn_edge_index(z, cfg["k"], max_scores=max_scores))
+    with FlopCounterMode(display=False) as counter:
+        knn_edge_index(z, cfg["k"], max_scores=max_scores)
+    flops = counter.get_total_flops()
+    extra_warmup, repeats = adaptive_counts(first, cfg["warmup"], cfg["repeats"], cfg["config_budget_s"])
+    for _ in range(extra_warmup):
+        one()
+    times = [one()[0] for _ in range(repeats)]
+    t = statistics.median(times)
+    rows = knn_chunk_rows(cfg["B"], max_scores)
+    return {"time_s": t, "time_all_s": times, "time_first_s": first, "warmup": 1 + extra_warmup, "repeats": repeats,
+            "peak_mem_rise_mb": rise_mb, "peak_mem_mb": peak_mb, "peak_tensor_mb": tensor_peak / MB, "flops": flops,
+            "gflops_per_s": flops / t / 1e9, "max_scores": max_scores, "rows_per_block": rows,
+            "blocks": math.ceil(cfg["B"] / rows), "score_block_mb": rows * cfg["B"] * 4 / MB,
+            "score_matrix_mb": cfg["B"] ** 2 * 4 / MB, "embeddings_mb": cfg["B"] * cfg["D"] * 4 / MB,
+            "num_edges": num_edges}

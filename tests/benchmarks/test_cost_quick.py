@@ -47,6 +47,14 @@ def test_cost_quick_runs_and_writes_rows(tmp_path):
     # one edge state per unordered pair does less work than one per direction
     assert by_variant[(True, True)]["flops_step"] < by_variant[(False, True)]["flops_step"]
 
+    variants = {r["variant"]: r for r in rows if r["suite"] == "steps" and r["status"] == "ok"}
+    assert set(variants) == {"plain", "two-pass", "fused", "fused, stored"}
+    # one propagation and one backward sweep do less work than two; the plain paths the most; recomputing the
+    # feed-forward block's output projection costs FLOPs back
+    flops = {name: r["flops_step"] for name, r in variants.items()}
+    assert flops["fused, stored"] < flops["two-pass"] < flops["plain"]
+    assert flops["fused, stored"] < flops["fused"]
+
     prop = [r for r in rows if r["suite"] == "propagation" and r["status"] == "ok"]
     assert {r["variant"] for r in prop} == {"pyg", "dense"} and all(_positive(r["time_s"]) for r in prop)
     assert any(r["suite"] == "propagation" and "torch_scatter" in r for r in rows)
@@ -59,5 +67,6 @@ def test_cost_quick_runs_and_writes_rows(tmp_path):
 
     md = (out / "cost.md").read_text()
     assert "## Generator step against batch size" in md and "## Summary" in md
+    assert "## Steps side by side" in md
     for name in ("cost_time_vs_batch.png", "cost_memory_vs_batch.png", "cost_pyg_vs_dense.png"):
         assert (out / name).stat().st_size > 0
