@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/cost.py                 # the full benchmark (about 17 minutes on 2 CPU cores)
+    python benchmarks/cost.py                 # the full benchmark (about 30 minutes on 2 CPU cores)
     python benchmarks/cost.py --quick         # smoke run (CI): tiny sizes, one repeat
     python benchmarks/cost.py --out DIR --device cuda --max-memory-gb 16 --repeats 5
 
@@ -33,6 +33,11 @@ Suites (the ``suite`` field of every row in ``cost.json``):
                      step) against GCA-HNG's three-phase step (:func:`gca.train.step.train_step`).
 ``profile``          ``torch.profiler`` of one generator step at the authors' CUB batch (B = 81 = 27 x 3,
                      L = 2, H = 4): the operators where the time goes.
+``large_batch``      the generator step on the knn graph at B = 2048 and 4096, and the knn search alone at
+                     4096 with its score budget and as one B x B block (its own peak memory).
+``steps``            one whole ``train_step`` with its optimisers at B = 81 and 162 (L = 2, H = 4): the plain
+                     reference paths, the two-pass step, the fused step and the fused step without
+                     recomputation, alternating in rounds (:mod:`costbench.steps`).
 
 Outputs in ``--out`` (default ``benchmarks/results``): ``cost.json`` (a list of rows), ``cost.md``
 (Markdown tables) and ``cost_time_vs_batch.png``, ``cost_memory_vs_batch.png``, ``cost_pyg_vs_dense.png``.
@@ -49,6 +54,7 @@ package imports as ``costbench``, in the children too) and it adds the repositor
 :mod:`costbench.harness`    the child-process runner, peak-memory and timing helpers, the environment probe.
 :mod:`costbench.workloads`  the ``work_*`` functions the children run, one configuration each.
 :mod:`costbench.suites`     the ``suite_*`` functions that choose and run the configurations, and their budgets.
+:mod:`costbench.steps`      the ``steps`` suite: its workload, suite and report section.
 :mod:`costbench.report`     ``cost.md`` (summary lines and tables) and the plots, from the rows.
 :mod:`costbench.cli`        the options and ``main``.
 """
