@@ -47,15 +47,15 @@ class EdgeMessageAggregation(MessagePassing):
             pair_index ``[2, P]``, messages ``[P, D]`` -> ``[N, D]``
         """
         lo, hi = pair_index
-        loops = lo == hi
+        # a self-loop's message arrives once: the reverse direction counts only the other pairs (a mask, not
+        # an index, so that no device sync is needed)
+        reverse = (lo != hi).unsqueeze(-1).to(messages.dtype)
         out = scatter(messages, hi, 0, dim_size=num_nodes, reduce="sum")
-        out = out + scatter(messages, lo, 0, dim_size=num_nodes, reduce="sum")
-        if bool(loops.any()):
-            out = out - scatter(messages[loops], lo[loops], 0, dim_size=num_nodes, reduce="sum")
+        out = out + scatter(messages * reverse, lo, 0, dim_size=num_nodes, reduce="sum")
         if self.aggr == "mean":
-            degree = (torch.bincount(hi, minlength=num_nodes) + torch.bincount(lo, minlength=num_nodes)
-                      - torch.bincount(lo[loops], minlength=num_nodes))
-            out = out / degree.clamp_min(1).unsqueeze(-1).to(out.dtype)
+            degree = (scatter(torch.ones_like(reverse), hi, 0, dim_size=num_nodes, reduce="sum")
+                      + scatter(reverse, lo, 0, dim_size=num_nodes, reduce="sum"))
+            out = out / degree.clamp_min(1)
         return out
 
 
