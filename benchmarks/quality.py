@@ -88,8 +88,9 @@ STEP_METHODS: List[tuple] = [
 STRONG_METHODS: List[tuple] = [
     ("N-pair", ["loss.metric=npair", "gca.enabled=false"]),
     ("N-pair + GCA-HNG", ["loss.metric=npair"]),
-    ("Multi-Similarity", ["loss.metric=multi_similarity", "gca.enabled=false"]),
-    ("Multi-Similarity + GCA-HNG", ["loss.metric=multi_similarity"]),
+    # beta 40 chosen on validation classes (results/search_baseline_multi_similarity.md)
+    ("Multi-Similarity", ["loss.metric=multi_similarity", "loss.metric_kwargs.beta=40", "gca.enabled=false"]),
+    ("Multi-Similarity + GCA-HNG", ["loss.metric=multi_similarity", "loss.metric_kwargs.beta=40"]),
     ("Proxy-Anchor", ["loss.metric=proxy_anchor", "gca.enabled=false"]),
     ("Proxy-Anchor + GCA-HNG", ["loss.metric=proxy_anchor"]),
 ]
