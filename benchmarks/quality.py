@@ -79,7 +79,7 @@ BASELINE_OF = {"Proxy-Anchor + GCA-HNG": "Proxy-Anchor", "Multi-Similarity + GCA
 STEP_METHODS: List[tuple] = [
     ("N-pair", ["gca.enabled=false"]),
     ("N-pair + GCA-HNG", ["gca.step=two_pass"]),
-    ("N-pair + GCA-HNG, fused step", ["gca.step=fused", "gca.layer_kwargs={recompute: true}"]),
+    ("N-pair + GCA-HNG, fused step", ["gca.step=fused", "gca.layer_kwargs={recompute: true}"]),   # (as run)
 ]
 
 # The converged protocols (issue "Make GCA-HNG pay"): three strong baselines, each with and without GCA-HNG.

@@ -72,6 +72,19 @@ def check_dropout(name: str, value) -> None:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
+RECOMPUTE_LEVELS = ("none", "gathers", "all")
+
+
+def recompute_level(value) -> str:
+    """A layer's ``recompute`` setting as one of :data:`RECOMPUTE_LEVELS`: ``False`` is ``"none"``, ``True``
+    is ``"all"``."""
+    if isinstance(value, bool):
+        return "all" if value else "none"
+    if value not in RECOMPUTE_LEVELS:
+        raise ValueError(f"recompute must be true, false or one of {RECOMPUTE_LEVELS}, got {value!r}")
+    return value
+
+
 def check_heads_divide(channels, heads, channels_name: str = "channels", heads_name: str = "heads") -> None:
     """``channels`` (:math:`D`) and ``heads`` (:math:`H`) are positive integers and :math:`H` divides :math:`D`.
 

@@ -8,8 +8,9 @@ Variants, each in a fresh child process, alternating in rounds so that every var
 * ``two-pass``: the library's default two-pass step (one state, lambda and edge-to-node message per
   unordered pair, key-side queries);
 * ``fused``: the fused step (:mod:`gca.train.step`): one propagation and one backward sweep for phases A
-  and C, with the per-edge gathers and the edge feed-forward activations recomputed in the backward pass
-  (``gca.layer_kwargs.recompute``);
+  and C, with the per-edge gathers recomputed in the backward pass (``gca.layer_kwargs.recompute=gathers``:
+  no extra matrix product);
+* ``fused, lean``: also the edge feed-forward activations recomputed (``recompute=all``: one more product);
 * ``fused, stored``: the fused step storing every activation (what the recomputation saves).
 
 An iteration is :func:`gca.train.train_step` with its three optimisers (AdamW) on a fixed batch of
@@ -26,10 +27,11 @@ from costbench.harness import Memory, Runner, adaptive_counts, now, sync
 
 #: variant -> (train_step's fused, symmetric edges, key-side queries, recompute)
 STEP_VARIANTS = {
-    "plain": (False, False, False, False),
-    "two-pass": (False, True, True, False),
-    "fused": (True, True, True, True),
-    "fused, stored": (True, True, True, False),
+    "plain": (False, False, False, "none"),
+    "two-pass": (False, True, True, "none"),
+    "fused": (True, True, True, "gathers"),
+    "fused, lean": (True, True, True, "all"),
+    "fused, stored": (True, True, True, "none"),
 }
 
 #: The authors' official code, measured side by side with the library's two-pass step on this kind of machine
@@ -156,8 +158,9 @@ def steps_markdown(rows: List[Dict[str, Any]]) -> List[str]:
            "on the same machine. Time: median over the rounds of each process's median step; FLOPs: "
            "`FlopCounterMode` (matrix products); memory: peak RSS rise of the process. `plain`: the plain "
            "reference paths; `two-pass`: the default step; `fused`: one propagation and one backward sweep, "
-           "per-edge gathers and feed-forward activations recomputed in backward; `fused, stored`: the fused "
-           "step without the recomputation. The authors' figures are the issue's side-by-side measurement of "
+           "per-edge gathers recomputed in backward (`recompute=gathers`); `fused, lean`: the feed-forward "
+           "activations recomputed too (`recompute=all`, one more matrix product); `fused, stored`: the fused "
+           "step without recomputation. The authors' figures are the issue's side-by-side measurement of "
            "their official code (not run here).", "",
            "| B | variant | step (s) | per round (s) | time vs two-pass | GFLOP | peak mem (GiB) | GFLOP vs authors "
            "| memory vs authors |",

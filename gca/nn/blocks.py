@@ -12,7 +12,7 @@ same result with about half of the edge work (METHOD section 7); they say so wit
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,8 +38,9 @@ class GCABlock(nn.Module):
         edge_aggr: ``"sum"`` or ``"mean"`` for the edge-to-node message.
         ffn_ratio: hidden width of both feed-forward blocks in multiples of :math:`D`.
         fast: the edge update's key-side projection (:class:`GCAEdgeConv`).
-        recompute: recompute per-edge gathers and the edge update's feed-forward activations in the
-            backward pass (:class:`GCANodeConv`, :class:`GCAEdgeConv`): less memory for a little more work.
+        recompute: ``"gathers"``: recompute the per-edge gathers in the backward pass; ``"all"`` (or ``True``):
+            also the edge update's feed-forward activations (:class:`GCANodeConv`, :class:`GCAEdgeConv`): less
+            memory for a little more work; ``"none"`` (or ``False``): store everything.
 
     Shapes:
         - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]`` (``[P, D]`` with
@@ -51,7 +52,7 @@ class GCABlock(nn.Module):
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0,
                  zero_logit: bool = True, edge_aggr: str = "sum", ffn_ratio: int = 4, fast: bool = True,
-                 recompute: bool = False):
+                 recompute: Union[bool, str] = False):
         super().__init__()
         self.node = GCANodeConv(channels, heads=heads, dropout=attention_dropout, zero_logit=zero_logit,
                                 ffn_ratio=ffn_ratio, edge_aggr=edge_aggr, recompute=recompute)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn import MessagePassing
 
-from gca._checks import check_dropout, check_int
+from gca._checks import check_dropout, check_int, recompute_level
 
 
 class GCAEdgeConv(MessagePassing):
@@ -37,9 +38,10 @@ class GCAEdgeConv(MessagePassing):
         ffn_ratio: hidden width of the feed-forward block in multiples of :math:`D`.
         fast: use the key-side projection described above.
         recompute: store less for the backward pass and recompute it there
-            (:func:`torch.utils.checkpoint.checkpoint`): the attention's per-edge gathers of keys and values, and
-            the feed-forward block's GELU, LayerNorm and output projection (one more ``[E, 4D] x [4D, D]``
-            product); about six ``[E, D]`` tensors less per layer, the same values and gradients.
+            (:func:`torch.utils.checkpoint.checkpoint`), the same values and gradients: ``"gathers"`` the
+            attention's per-edge gathers of keys and values (no extra matrix product); ``"all"`` (or ``True``)
+            also the feed-forward block's GELU, LayerNorm and output projection (one more ``[E, 4D] x [4D, D]``
+            product, two ``[E, 4D]`` tensors less); ``"none"`` (or ``False``) stores everything.
 
     Shapes:
         - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]``
@@ -47,13 +49,13 @@ class GCAEdgeConv(MessagePassing):
     """
 
     def __init__(self, channels: int, dropout: float = 0.1, ffn_ratio: int = 4, fast: bool = True,
-                 recompute: bool = False):
+                 recompute: Union[bool, str] = False):
         super().__init__(node_dim=0)
         check_int("channels", channels, 1)
         check_dropout("dropout", dropout)
         check_int("ffn_ratio", ffn_ratio, 1)
         self.channels, self.dropout, self.ffn_ratio, self.fast = channels, dropout, ffn_ratio, fast
-        self.recompute = recompute
+        self.recompute = recompute_level(recompute)
         self.node_proj = nn.Linear(channels, channels)
         self.query = nn.Linear(channels, channels)
         self.key = nn.Linear(channels, channels)
@@ -79,15 +81,15 @@ class GCAEdgeConv(MessagePassing):
             key_scores = torch.cat([keys @ self.query.weight, (keys @ self.query.bias).unsqueeze(-1)], dim=-1)
         else:
             key_scores = keys
-        lean = self.recompute and torch.is_grad_enabled()
-        if lean:
+        grad = torch.is_grad_enabled()
+        if grad and self.recompute != "none":
             # the attention gathers its end nodes' keys and values per edge: keep the node tensors only and
             # gather again in the backward pass (the dropout mask is replayed from the saved RNG state)
             e = checkpoint(self._attend, edge_index, key_scores, values, edge_attr, use_reentrant=False)
         else:
             e = self._attend(edge_index, key_scores, values, edge_attr)
         hidden = self.ffn_in(e)
-        if lean and hidden.requires_grad:
+        if grad and self.recompute == "all" and hidden.requires_grad:
             # store only the hidden pre-activation: the [E, 4D] GELU and LayerNorm outputs and the output
             # projection are recomputed in the backward pass (one more [E, 4D] x [4D, D] product)
             return checkpoint(self._ffn_tail, e, hidden, use_reentrant=False)
@@ -118,4 +120,4 @@ class GCAEdgeConv(MessagePassing):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, dropout={self.dropout}, fast={self.fast}, "
-                f"recompute={self.recompute})")
+                f"recompute={self.recompute!r})")

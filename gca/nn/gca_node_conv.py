@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
-from gca._checks import check_dropout, check_heads_divide, check_int
+from gca._checks import check_dropout, check_heads_divide, check_int, recompute_level
 from gca.nn.functional import masked_edge_softmax
 
 
@@ -104,7 +104,7 @@ class GCANodeConv(MessagePassing):
     """
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.0, zero_logit: bool = True,
-                 ffn_ratio: int = 4, edge_aggr: str = "sum", recompute: bool = False):
+                 ffn_ratio: int = 4, edge_aggr: str = "sum", recompute: Union[bool, str] = False):
         super().__init__(aggr="sum", node_dim=0)
         check_heads_divide(channels, heads)
         check_dropout("dropout", dropout)
@@ -113,7 +113,7 @@ class GCANodeConv(MessagePassing):
             raise ValueError(f"edge_aggr must be 'sum' or 'mean', got {edge_aggr!r}")
         self.channels, self.heads, self.head_dim = channels, heads, channels // heads
         self.dropout, self.zero_logit, self.ffn_ratio, self.edge_aggr = dropout, zero_logit, ffn_ratio, edge_aggr
-        self.recompute = recompute
+        self.recompute = recompute_level(recompute)
         self.query = nn.Linear(channels, channels)
         self.key = nn.Linear(channels, channels)
         self.value = nn.Linear(channels, channels)
@@ -140,7 +140,7 @@ class GCANodeConv(MessagePassing):
         k = self.key(x).view(num_nodes, self.heads, self.head_dim)
         v = self.value(x).view(num_nodes, self.heads, self.head_dim)
         negative = ~same_class
-        if self.recompute and torch.is_grad_enabled():
+        if self.recompute != "none" and torch.is_grad_enabled():
             # the per-edge gathers of queries, keys and values are not stored but redone in the backward pass
             alpha = checkpoint(self._attention, edge_index, q, k, negative, size, use_reentrant=False)
             dropped = F.dropout(alpha, p=self.dropout, training=self.training)
@@ -177,4 +177,4 @@ class GCANodeConv(MessagePassing):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, zero_logit={self.zero_logit}, "
-                f"edge_aggr={self.edge_aggr!r}, recompute={self.recompute})")
+                f"edge_aggr={self.edge_aggr!r}, recompute={self.recompute!r})")

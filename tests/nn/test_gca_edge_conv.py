@@ -62,14 +62,15 @@ def test_compile_matches_eager():
     torch.testing.assert_close(torch.compile(conv)(x, g.edge_index, e), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("level", ["gathers", "all", True])
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_recomputed_edge_update_equals_the_stored_one(fast, dropout):
+def test_recomputed_edge_update_equals_the_stored_one(fast, dropout, level):
     """recompute=True (gathers and feed-forward activations redone in backward) against the plain path:
     outputs and every gradient, with the same dropout mask."""
     z, y, g = _graph()
     plain = GCAEdgeConv(16, dropout=dropout, fast=fast).double().train()
-    lean = GCAEdgeConv(16, dropout=dropout, fast=fast, recompute=True).double().train()
+    lean = GCAEdgeConv(16, dropout=dropout, fast=fast, recompute=level).double().train()
     lean.load_state_dict(plain.state_dict())
     upstream = torch.randn(g.edge_attr.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     results = []
@@ -81,4 +82,10 @@ def test_recomputed_edge_update_equals_the_stored_one(fast, dropout):
     torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
     for a, b in zip(results[1][1], results[0][1]):
         torch.testing.assert_close(a, b)
-    assert "recompute=True" in repr(lean)
+    assert f"recompute='{'all' if level is True else level}'" in repr(lean)
+
+
+def test_recompute_level_is_checked():
+    assert GCAEdgeConv(8, recompute=False).recompute == "none"
+    with pytest.raises(ValueError, match="recompute must be true, false or one of .*got 'some'"):
+        GCAEdgeConv(8, recompute="some")

@@ -129,12 +129,13 @@ def test_pair_messages_equal_the_directed_edge_messages(edge_aggr):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("level", ["gathers", True])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_recomputed_attention_equals_the_stored_one(dropout):
+def test_recomputed_attention_equals_the_stored_one(dropout, level):
     """recompute=True (per-edge gathers redone in backward) against the plain path, dropout masks included."""
     z, y, g = _graph()
     plain = GCANodeConv(16, heads=4, dropout=dropout).double().train()
-    lean = GCANodeConv(16, heads=4, dropout=dropout, recompute=True).double().train()
+    lean = GCANodeConv(16, heads=4, dropout=dropout, recompute=level).double().train()
     lean.load_state_dict(plain.state_dict())
     results = []
     for conv in (plain, lean):
