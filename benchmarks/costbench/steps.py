@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 from typing import Any, Dict, List
 
 from costbench.harness import Memory, Runner, adaptive_counts, now, sync
@@ -77,19 +78,23 @@ def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     def one(count: bool = False):
         counter = FlopCounterMode(display=False) if count else contextlib.nullcontext()
         sync(device)
-        start = now()
+        start, cpu_start = now(), time.process_time()
         with counter:
             train_step(net, objective, labels, labels, optimisers, fused=fused)
         sync(device)
-        return now() - start, (counter.get_total_flops() if count else None)
+        return now() - start, time.process_time() - cpu_start, (counter.get_total_flops() if count else None)
 
-    first, flops = one(count=True)
+    first, _, flops = one(count=True)
     extra_warmup, repeats = adaptive_counts(first, cfg["warmup"], cfg["repeats"], cfg["config_budget_s"])
     for _ in range(extra_warmup):
         one()
-    times = [one()[0] for _ in range(repeats)]
-    step = statistics.median(times)
-    return {"time_step_s": step, "time_step_all_s": times, "time_first_s": first, "warmup": 1 + extra_warmup,
+    timed = [one()[:2] for _ in range(repeats)]
+    step = statistics.median(t for t, _ in timed)
+    # the process's CPU seconds: on a shared machine a step waits for a core, which wall time counts and CPU
+    # time does not (on CPU with one thread it is the step's own compute; on GPU it means little)
+    cpu_step = statistics.median(c for _, c in timed)
+    return {"time_step_s": step, "time_step_all_s": [t for t, _ in timed], "cpu_step_s": cpu_step,
+            "cpu_step_all_s": [c for _, c in timed], "time_first_s": first, "warmup": 1 + extra_warmup,
             "repeats": repeats, "peak_mem_rise_mb": mem.rise_mb(), "peak_mem_mb": mem.peak_mb(),
             "flops_step": flops, "gflops_per_s": flops / step / 1e9}
 
@@ -121,27 +126,34 @@ def _by_variant(rows: List[Dict[str, Any]], batch: int) -> Dict[str, Dict[str, A
         if runs:
             out[variant] = {"time_s": statistics.median(r["time_step_s"] for r in runs),
                             "times": [round(r["time_step_s"], 3) for r in runs],
+                            "cpu_s": statistics.median(r.get("cpu_step_s", float("nan")) for r in runs),
+                            "cpus": [round(r.get("cpu_step_s", float("nan")), 3) for r in runs],
                             "gflop": max(r["flops_step"] for r in runs) / 1e9,
                             "mem_gib": max(r["peak_mem_rise_mb"] for r in runs) / 1024, "rounds": len(runs)}
     return out
 
 
 def steps_summary_lines(rows: List[Dict[str, Any]]) -> List[str]:
-    """One summary line per measured size: the fused step against the two-pass step and the authors."""
+    """One summary line per measured size: each fused variant against the two-pass step and the authors."""
     lines = []
     for batch in sorted({r["B"] for r in rows if r.get("suite") == "steps" and r.get("status") == "ok"}):
         v = _by_variant(rows, batch)
-        if "fused" not in v or "two-pass" not in v:
+        t = v.get("two-pass")
+        if t is None:
             continue
-        f, t = v["fused"], v["two-pass"]
-        text = (f"- Steps at B={batch}: fused {f['time_s']:.2f} s / {f['gflop']:.0f} GFLOP / {f['mem_gib']:.2f} GiB "
-                f"against two-pass {t['time_s']:.2f} s / {t['gflop']:.0f} GFLOP / {t['mem_gib']:.2f} GiB "
-                f"(time {f['time_s'] / t['time_s']:.2f}x in the same run)")
-        if batch in AUTHORS:
-            a = AUTHORS[batch]
-            text += (f"; against the authors' {a['gflop']:.0f} GFLOP / {a['mem_gib']:.1f} GiB: "
-                     f"{f['gflop'] / a['gflop']:.2f}x FLOPs, {f['mem_gib'] / a['mem_gib']:.2f}x memory")
-        lines.append(text + ".")
+        parts = []
+        for name in ("fused", "fused, lean"):
+            if name not in v:
+                continue
+            f = v[name]
+            text = (f"{name} {f['cpu_s']:.2f} CPU s ({f['cpu_s'] / t['cpu_s']:.2f}x), {f['gflop']:.0f} GFLOP, "
+                    f"{f['mem_gib']:.2f} GiB")
+            if batch in AUTHORS:
+                a = AUTHORS[batch]
+                text += f" ({f['gflop'] / a['gflop']:.2f}x / {f['mem_gib'] / a['mem_gib']:.2f}x the authors')"
+            parts.append(text)
+        lines.append(f"- Steps at B={batch} against two-pass {t['cpu_s']:.2f} CPU s, {t['gflop']:.0f} GFLOP, "
+                     f"{t['mem_gib']:.2f} GiB: " + "; ".join(parts) + ".")
     return lines
 
 
@@ -155,27 +167,30 @@ def steps_markdown(rows: List[Dict[str, Any]]) -> List[str]:
            "One `gca.train.train_step` with its three AdamW optimisers on a fixed batch of embeddings "
            f"(L={first['L']}, H={first['H']}, D={first['D']}, K={first['K']} samples per class), every variant in a "
            "fresh process, the variants alternating in rounds "
-           "on the same machine. Time: median over the rounds of each process's median step; FLOPs: "
+           "on the same machine. CPU time: the process's CPU seconds per step (one thread: its own compute, "
+           "whatever else runs on the machine), median over the rounds of each process's median; wall time "
+           "likewise, which on a shared machine also counts the waits for a core; FLOPs: "
            "`FlopCounterMode` (matrix products); memory: peak RSS rise of the process. `plain`: the plain "
            "reference paths; `two-pass`: the default step; `fused`: one propagation and one backward sweep, "
            "per-edge gathers recomputed in backward (`recompute=gathers`); `fused, lean`: the feed-forward "
            "activations recomputed too (`recompute=all`, one more matrix product); `fused, stored`: the fused "
            "step without recomputation. The authors' figures are the issue's side-by-side measurement of "
            "their official code (not run here).", "",
-           "| B | variant | step (s) | per round (s) | time vs two-pass | GFLOP | peak mem (GiB) | GFLOP vs authors "
-           "| memory vs authors |",
-           "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+           "| B | variant | CPU s / step | per round | CPU time vs two-pass | wall s / step | per round | GFLOP "
+           "| peak mem (GiB) | GFLOP vs authors | memory vs authors |",
+           "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|"]
     for batch in sizes:
         v = _by_variant(rows, batch)
         ref = v.get("two-pass")
         for variant, m in v.items():
-            ratio = f"{m['time_s'] / ref['time_s']:.2f}" if ref else ""
+            ratio = f"{m['cpu_s'] / ref['cpu_s']:.2f}" if ref else ""
             a = AUTHORS.get(batch)
             fl = f"{m['gflop'] / a['gflop']:.2f}" if a else ""
             me = f"{m['mem_gib'] / a['mem_gib']:.2f}" if a else ""
-            out.append(f"| {batch} | {variant} | {m['time_s']:.2f} | {', '.join(map(str, m['times']))} | {ratio} | "
-                       f"{m['gflop']:.1f} | {m['mem_gib']:.2f} | {fl} | {me} |")
+            out.append(f"| {batch} | {variant} | {m['cpu_s']:.2f} | {', '.join(map(str, m['cpus']))} | {ratio} | "
+                       f"{m['time_s']:.2f} | {', '.join(map(str, m['times']))} | {m['gflop']:.1f} | "
+                       f"{m['mem_gib']:.2f} | {fl} | {me} |")
         if batch in AUTHORS:
             a = AUTHORS[batch]
-            out.append(f"| {batch} | authors (issue) | | | | {a['gflop']:.0f} | {a['mem_gib']:.1f} | 1.00 | 1.00 |")
+            out.append(f"| {batch} | authors (issue) | | | | | | {a['gflop']:.0f} | {a['mem_gib']:.1f} | 1.00 | 1.00 |")
     return out + [""]
