@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/cost.py                 # the full benchmark (about 30 minutes on 2 CPU cores)
+    python benchmarks/cost.py                 # the full benchmark (about 36 minutes on 2 CPU cores)
     python benchmarks/cost.py --quick         # smoke run (CI): tiny sizes, one repeat
     python benchmarks/cost.py --out DIR --device cuda --max-memory-gb 16 --repeats 5
 
@@ -38,6 +38,8 @@ Suites (the ``suite`` field of every row in ``cost.json``):
 ``steps``            one whole ``train_step`` with its optimisers at B = 81 and 162 (L = 2, H = 4): the plain
                      reference paths, the two-pass step, the fused step and the fused step without
                      recomputation, alternating in rounds (:mod:`costbench.steps`).
+``compile``          the same step eager against ``torch.compile`` of the propagation blocks (inductor), the
+                     compile time apart from the steady-state step (:mod:`costbench.compile_suite`).
 
 Outputs in ``--out`` (default ``benchmarks/results``): ``cost.json`` (a list of rows), ``cost.md``
 (Markdown tables) and ``cost_time_vs_batch.png``, ``cost_memory_vs_batch.png``, ``cost_pyg_vs_dense.png``.
@@ -55,6 +57,7 @@ package imports as ``costbench``, in the children too) and it adds the repositor
 :mod:`costbench.workloads`  the ``work_*`` functions the children run, one configuration each.
 :mod:`costbench.suites`     the ``suite_*`` functions that choose and run the configurations, and their budgets.
 :mod:`costbench.steps`      the ``steps`` suite: its workload, suite and report section.
+:mod:`costbench.compile_suite`  the ``compile`` suite, likewise.
 :mod:`costbench.report`     ``cost.md`` (summary lines and tables) and the plots, from the rows.
 :mod:`costbench.cli`        the options and ``main``.
 """

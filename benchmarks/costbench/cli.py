@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import costbench
+from costbench.compile_suite import suite_compile
 from costbench.harness import Runner, environment
 from costbench.report import write_markdown, write_plots
 from costbench.steps import suite_steps
@@ -57,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config-budget", type=float, default=None,
                    help="seconds one configuration may take; repeats are reduced to fit (default 60, quick 10)")
     p.add_argument("--budget-min", type=float, default=None,
-                   help="time budget of the whole run in minutes, shared out between suites (default 28, quick 2)")
+                   help="time budget of the whole run in minutes, shared out between suites (default 36, quick 2)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
     p.add_argument("--omp-wait-policy", default="passive", choices=("passive", "inherit"),
                    help="OMP_WAIT_POLICY of the child processes when it is not set already: 'passive' sets "
@@ -72,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--start-method", default="forkserver", choices=("forkserver", "spawn"))
     p.add_argument("--child-timeout", type=float, default=900.0, help="kill a configuration after this many seconds")
     p.add_argument("--suites", nargs="+", default=None, choices=["profile", "backbone", "fast_paths", "propagation",
-                                                                  "threads", "large_batch", "steps", "generator_step"],
+                                                                  "threads", "large_batch", "steps", "compile",
+                                                                  "generator_step"],
                    help="run only these suites (default: all); the matmul probes always run")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite cost.md and the plots from the cost.json already in --out")
@@ -82,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (1 if q else 2)
     args.time_cap = args.time_cap if args.time_cap is not None else (10.0 if q else 30.0)
     args.config_budget = args.config_budget if args.config_budget is not None else (10.0 if q else 60.0)
-    args.budget_min = args.budget_min if args.budget_min is not None else (2.0 if q else 28.0)
+    args.budget_min = args.budget_min if args.budget_min is not None else (2.0 if q else 36.0)
     args.dim = args.dim if args.dim is not None else (128 if q else 512)
     args.sizes = QUICK_SIZES if q else FULL_SIZES
     args.layers = (1,) if q else (1, 2)
@@ -103,6 +105,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.step_per_class = 3
     args.step_layers = 1 if q else 2
     args.step_rounds = 1 if q else 3
+    # compile: the authors' CUB batch, eager against inductor in two rounds; quick: eager only (no C++ compile)
+    args.compile_batch = 24 if q else 81
+    args.compile_per_class = 3
+    args.compile_layers = 1 if q else 2
+    args.compile_rounds = 1 if q else 2
+    args.compile_backend = "inductor"
     args.large_sizes = QUICK_LARGE_SIZES if q else LARGE_SIZES
     args.large_k = 16
     args.large_layers = 1 if q else 2
@@ -152,7 +160,7 @@ def main(argv=None) -> int:
     suite_matmul(args, runner, rows, device, "start")
     steps = [("profile", suite_profile), ("backbone", suite_backbone), ("fast_paths", suite_fast_paths),
              ("propagation", suite_propagation), ("threads", suite_threads), ("large_batch", suite_large_batch),
-             ("steps", suite_steps),
+             ("steps", suite_steps), ("compile", suite_compile),
              ("generator_step", suite_generator_step)]
     assert [name for name, _ in steps] + ["matmul_end"] == list(SUITE_SHARES)
     for name, fn in steps:

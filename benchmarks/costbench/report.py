@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from costbench.compile_suite import compile_markdown, compile_summary_lines
 from costbench.steps import steps_markdown, steps_summary_lines
 
 
@@ -122,6 +123,7 @@ def summary_lines(rows: List[Dict[str, Any]]) -> List[str]:
             f"{r['time_step_s']:.2f} s" for r in threads) + ".")
     lines += large_batch_summary_lines(rows)
     lines += steps_summary_lines(rows)
+    lines += compile_summary_lines(rows)
     return lines
 
 
@@ -267,6 +269,7 @@ def write_markdown(rows: List[Dict[str, Any]], path: Path) -> None:
                        f"{r.get('reason', '')} |")
     out += large_batch_markdown(rows)
     out += steps_markdown(rows)
+    out += compile_markdown(rows)
     fast = [r for r in rows if r["suite"] == "fast_paths"]
     if fast:
         out += ["", "## Fast paths: before / after", "",

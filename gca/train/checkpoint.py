@@ -7,6 +7,7 @@ it runs. ``gca.io.atomic_save`` makes a power cut leave either the old file or t
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 from pathlib import Path
@@ -14,11 +15,13 @@ from typing import Any, Dict, Iterable, Optional
 
 import torch
 
+from gca.train.config import RunConfig
+
 # config keys that may differ between a checkpoint and the run that resumes it: where files go, how long
 # to train, how often to log and evaluate; everything else shapes the models or the optimisation
 RESUMABLE_CHANGES = ("name", "output_dir", "device", "plots", "log_every_steps", "checkpoint_every_steps",
                      "solver.epochs", "solver.max_steps", "solver.nonfinite", "solver.max_nonfinite_in_row",
-                     "data.root", "data.cache_dir", "data.num_workers", "eval.")
+                     "data.root", "data.cache_dir", "data.num_workers", "eval.", "gca.compile")
 
 
 class CheckpointError(ValueError):
@@ -81,10 +84,13 @@ def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 def config_difference(saved: Dict[str, Any], current: Dict[str, Any]) -> Optional[str]:
     """The first config key whose value differs in a way that makes a checkpoint unusable, described."""
+    # a key that a checkpoint of an older version lacks had its default value there
+    defaults = _flatten(dataclasses.asdict(RunConfig()))
     a, b = _flatten(saved), _flatten(current)
     for key in sorted(set(a) | set(b)):
         if any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_CHANGES):
             continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            return f"{key} is {a.get(key, '<absent>')!r} there and {b.get(key, '<absent>')!r} here"
+        there, here = a.get(key, defaults.get(key, "<absent>")), b.get(key, "<absent>")
+        if there != here:
+            return f"{key} is {there!r} there and {here!r} here"
     return None

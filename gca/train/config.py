@@ -90,6 +90,8 @@ class GCAConfig:
     diagnostics: bool = True                # log the generator's diag_* values (gca.diagnostics)
     step: str = "two_pass"                  # "two_pass" (the authors' phases A, B, C) or "fused" (one propagation
                                             # and one backward for A and C, gca.train.step)
+    compile: bool = False                   # torch.compile the propagation blocks (GCAGenerator.compile_layers);
+                                            # the first steps pay the compilation; state_dict keys are unchanged
 
 
 @dataclass
@@ -462,6 +464,10 @@ def validate(cfg: RunConfig) -> None:
     _choice("gca.step", g.step, GENERATOR_STEPS)
     if g.step == "fused" and g.enabled and g.generator != "gca":
         raise ValueError(f"config key 'gca.step' is fused, which needs gca.generator=gca, not {g.generator!r}")
+    if not isinstance(g.compile, bool):
+        raise ValueError(f"config key 'gca.compile' must be true or false, {_got(g.compile)}")
+    if g.compile and g.enabled and g.generator != "gca":
+        raise ValueError(f"config key 'gca.compile' is true, which needs gca.generator=gca, not {g.generator!r}")
     _choice("gca.synthetic_loss_mode", g.synthetic_loss_mode, SYNTHETIC_LOSS_MODES)
     _choice("gca.synthetic_gradient", g.synthetic_gradient, SYNTHETIC_GRADIENTS)
     if not (g.symmetric_edges == "auto" or isinstance(g.symmetric_edges, bool)):

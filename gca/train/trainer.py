@@ -186,6 +186,9 @@ class Trainer:
                 synthetic_loss_mode=g.synthetic_loss_mode, synthetic_gradient=g.synthetic_gradient,
                 diagnostics=g.diagnostics)
         self.objective.to(self.device)
+        if g.enabled and g.generator == "gca" and g.compile:
+            # in place: the state_dict keys stay those of the eager model, so weights load either way
+            self.objective.generator.compile_layers()
 
     def _build_optimisers(self) -> None:
         s = self.cfg.solver

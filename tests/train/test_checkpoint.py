@@ -1,4 +1,6 @@
 """Checkpoints: data-only loading, atomic writes, and resuming that finishes exactly what one run would."""
+import copy
+import dataclasses
 import json
 import os
 import pickle
@@ -197,3 +199,18 @@ def test_pickled_non_dict_and_truncated_files_are_named(tmp_path):
     plain.write_bytes(pickle.dumps({"config": {}}))
     with pytest.raises(CheckpointError, match=str(plain)):
         load_checkpoint(plain)
+
+
+def test_a_checkpoint_of_an_older_version_lacks_new_keys_at_their_defaults():
+    """A key added after a checkpoint was written (``gca.step``, ``gca.compile``) counts as its default there."""
+    from gca.train.checkpoint import config_difference
+    from gca.train.config import RunConfig
+    current = dataclasses.asdict(RunConfig())
+    older = copy.deepcopy(current)
+    del older["gca"]["step"], older["gca"]["compile"]
+    assert config_difference(older, current) is None
+    current["gca"]["step"] = "fused"
+    assert config_difference(older, current) == "gca.step is 'two_pass' there and 'fused' here"
+    current["gca"]["step"] = "two_pass"
+    current["gca"]["compile"] = True          # compiling changes no value: a run may resume either way
+    assert config_difference(older, current) is None
