@@ -60,34 +60,10 @@ def work_compile_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     import shutil
     import tempfile
 
-    import torch
-    from torch import nn
+    from costbench.steps import train_step_setup
+    from gca.train.step import train_step
 
-    from gca.model import GCAHNG
-    from gca.train.step import Optimisers, train_step
-
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    torch.manual_seed(cfg["seed"])
-    device = torch.device(cfg["device"])
-    classes = cfg["B"] // cfg["K"]
-    labels = torch.arange(classes).repeat(cfg["K"]).to(device)
-
-    class Embeddings(nn.Module):
-        """Stands for the embedding network: its output is a trained ``[B, D]`` parameter."""
-
-        def __init__(self):
-            super().__init__()
-            self.z = nn.Parameter(torch.randn(cfg["B"], cfg["D"], generator=torch.Generator().manual_seed(cfg["seed"])))
-
-        def forward(self, _images):
-            return self.z
-
-    net = Embeddings().to(device)
-    objective = GCAHNG(cfg["D"], classes, num_layers=cfg["L"], heads=cfg["H"]).to(device).train()
-    optimisers = Optimisers(metric=torch.optim.AdamW(net.parameters(), lr=1e-4),
-                            generator=torch.optim.AdamW(objective.generator_parameters(), lr=1e-4),
-                            classifier=torch.optim.AdamW(objective.classifier_parameters(), lr=1e-4))
+    device, net, objective, labels, optimisers = train_step_setup(cfg)
     cache, compile_kwargs = None, COMPILE_VARIANTS[cfg["variant"]]
     if compile_kwargs is not None:
         # an empty cache: the first iteration compiles everything, as a first run on a machine does, and the rounds

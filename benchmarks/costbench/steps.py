@@ -40,20 +40,24 @@ STEP_VARIANTS = {
 AUTHORS = {81: {"gflop": 503.0, "mem_gib": 3.3}, 162: {"gflop": 1999.0, "mem_gib": 12.6}}
 
 
-def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Time, count the FLOPs of, and measure the peak memory of ``train_step`` for one variant."""
+def train_step_setup(cfg: Dict[str, Any], **objective_kwargs):
+    """The child side of a ``train_step`` workload: threads and seed from ``cfg``, a leaf parameter standing for
+    the embedding network's output ``[B, D]``, labels of ``B / K`` classes, a :class:`gca.GCAHNG` built with
+    ``objective_kwargs`` and its three AdamW optimisers.
+
+    Returns:
+        ``(device, net, objective, labels, optimisers)``.
+    """
     import torch
     from torch import nn
-    from torch.utils.flop_counter import FlopCounterMode
 
     from gca.model import GCAHNG
-    from gca.train.step import Optimisers, train_step
+    from gca.train.step import Optimisers
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(cfg["seed"])
     device = torch.device(cfg["device"])
-    fused, symmetric, fast, recompute = STEP_VARIANTS[cfg["variant"]]
     classes = cfg["B"] // cfg["K"]
     labels = torch.arange(classes).repeat(cfg["K"]).to(device)
 
@@ -68,11 +72,22 @@ def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
             return self.z
 
     net = Embeddings().to(device)
-    objective = GCAHNG(cfg["D"], classes, num_layers=cfg["L"], heads=cfg["H"], symmetric_edges=symmetric,
-                       layer_kwargs={"fast": fast, "recompute": recompute}).to(device).train()
+    objective = GCAHNG(cfg["D"], classes, num_layers=cfg["L"], heads=cfg["H"], **objective_kwargs).to(device).train()
     optimisers = Optimisers(metric=torch.optim.AdamW(net.parameters(), lr=1e-4),
                             generator=torch.optim.AdamW(objective.generator_parameters(), lr=1e-4),
                             classifier=torch.optim.AdamW(objective.classifier_parameters(), lr=1e-4))
+    return device, net, objective, labels, optimisers
+
+
+def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Time, count the FLOPs of, and measure the peak memory of ``train_step`` for one variant."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gca.train.step import train_step
+
+    fused, symmetric, fast, recompute = STEP_VARIANTS[cfg["variant"]]
+    device, net, objective, labels, optimisers = train_step_setup(
+        cfg, symmetric_edges=symmetric, layer_kwargs={"fast": fast, "recompute": recompute})
     mem = Memory(device)
 
     def one(count: bool = False):

@@ -136,30 +136,40 @@ def suite_generator_step(args, runner: Runner, rows, device: str) -> None:
                 suite.skip(settings, stopped[line])
                 continue
             prev = last.get(line)
-            growth = num_edges(batch, graph, k) / num_edges(prev["B"], graph, k) if prev else None
-            est_gb = (prev["peak_mem_rise_mb"] * growth / 1024 if prev
-                      else first_memory_guess_gb(batch, graph, k, layers, args.dim))
-            settings["est_mem_gb"] = est_gb
-            if est_gb > args.max_memory_gb:
-                stopped[line] = f"estimated peak memory {est_gb:.1f} GB > budget {args.max_memory_gb:g} GB"
-                suite.skip(settings, stopped[line])
-                continue
-            if prev and prev["time_step_s"] > args.time_cap:
-                stopped[line] = f"B={prev['B']} took {prev['time_step_s']:.1f} s > time cap {args.time_cap:g} s"
-                suite.skip(settings, stopped[line])
-                continue
-            est_s = prev["time_step_s"] * growth * 3 if prev else 0.0    # >= 3 iterations
-            if prev and est_s > suite.left():
-                suite.skip(settings, f"estimated {est_s:.0f} s > {max(suite.left(), 0):.0f} s left of the time budget")
-                continue
-            if suite.left() <= 0:
-                suite.skip(settings, "time budget spent")
+            reason = _size_skip_reason(suite, settings, prev, batch, graph, k, layers, args)
+            if reason is not None and reason.startswith("estimated peak memory"):
+                stopped[line] = reason              # a line stops growing at its memory or time cap
+            elif prev and prev["time_step_s"] > args.time_cap:
+                stopped[line] = reason = (f"B={prev['B']} took {prev['time_step_s']:.1f} s > time cap "
+                                          f"{args.time_cap:g} s")
+            if reason is not None:
+                suite.skip(settings, reason)
                 continue
             row = suite.run(work_generator_step, settings, {**child_common(args, device), **settings})
             if row["status"] == "ok":
                 last[line] = row
             else:
                 stopped[line] = f"B={batch} failed: {row.get('reason')}"
+
+
+def _size_skip_reason(suite: "Suite", settings: Dict[str, Any], prev: Optional[Dict[str, Any]], batch: int,
+                      graph: str, k: Optional[int], layers: int, args) -> Optional[str]:
+    """Why the generator step at ``batch`` should not run (``None``: run it): its peak memory, estimated from
+    the previous size's row ``prev`` scaled by the edges (or a first guess), over ``--max-memory-gb``; its
+    time (at least 3 iterations) over what is left of the suite's budget; or no budget left. Writes the memory
+    estimate into ``settings``."""
+    growth = num_edges(batch, graph, k) / num_edges(prev["B"], graph, k) if prev else None
+    est_gb = (prev["peak_mem_rise_mb"] * growth / 1024 if prev
+              else first_memory_guess_gb(batch, graph, k, layers, args.dim))
+    settings["est_mem_gb"] = est_gb
+    if est_gb > args.max_memory_gb:
+        return f"estimated peak memory {est_gb:.1f} GB > budget {args.max_memory_gb:g} GB"
+    est_s = prev["time_step_s"] * growth * 3 if prev else 0.0    # >= 3 iterations
+    if prev and est_s > suite.left():
+        return f"estimated {est_s:.0f} s > {max(suite.left(), 0):.0f} s left of the time budget"
+    if suite.left() <= 0:
+        return "time budget spent"
+    return None
 
 
 def _group_fits(suite: "Suite", previous: Dict[Any, Dict[str, Any]], batch: int) -> Optional[str]:
@@ -334,19 +344,9 @@ def suite_large_batch(args, runner: Runner, rows, device: str) -> None:
         if not 1 <= k <= batch - 1:
             suite.skip(settings, f"k={k} needs B > k")
             continue
-        growth = num_edges(batch, "knn", k) / num_edges(prev["B"], "knn", k) if prev else None
-        est_gb = (prev["peak_mem_rise_mb"] * growth / 1024 if prev
-                  else first_memory_guess_gb(batch, "knn", k, layers, args.dim))
-        settings["est_mem_gb"] = est_gb
-        if est_gb > args.max_memory_gb:
-            suite.skip(settings, f"estimated peak memory {est_gb:.1f} GB > budget {args.max_memory_gb:g} GB")
-            continue
-        est_s = prev["time_step_s"] * growth * 3 if prev else 0.0    # >= 3 iterations
-        if prev and est_s > suite.left():
-            suite.skip(settings, f"estimated {est_s:.0f} s > {max(suite.left(), 0):.0f} s left of the time budget")
-            continue
-        if suite.left() <= 0:
-            suite.skip(settings, "time budget spent")
+        reason = _size_skip_reason(suite, settings, prev, batch, "knn", k, layers, args)
+        if reason is not None:
+            suite.skip(settings, reason)
             continue
         row = suite.run(work_generator_step, settings, {**child_common(args, device), **settings})
         if row["status"] == "ok":
