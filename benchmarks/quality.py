@@ -158,14 +158,20 @@ def markdown(rows: List[dict]) -> str:
         by_method = {r["method"]: r for r in group}
         minutes = sum(run["seconds"] for r in group for run in r["runs"]) / 60
         env = group[0].get("environment", {})
+        one_code = f"; {group[0]['code']}" if group[0].get("code") and len({r.get("code") for r in group}) == 1 else ""
         out.append(f"## {dataset}\n\nBudget: {group[0]['budget']}. All {sum(len(r['runs']) for r in group)} runs of "
                    f"this table took {minutes:.0f} minutes in total (torch {env.get('torch')}, "
-                   f"{env.get('threads')} threads{'; ' + group[0]['code'] if group[0].get('code') else ''}). Seeds: "
+                   f"{env.get('threads')} threads{one_code}). Seeds: "
                    f"{sorted({run['seed'] for r in group for run in r['runs']})}. Test classes never seen in training; "
                    "checkpoint chosen on a validation split of the training classes. Mean ± std over seeds, in %. "
                    "The last column is the R@1 difference to the row's baseline paired by seed (mean ± std of the "
                    "per-seed differences); it says \"beats\" or \"below\" only when the mean difference exceeds that "
                    "std, and gives the exact two-sided sign-flip test's p-value of the paired differences.\n")
+        codes = list(dict.fromkeys(r.get("code") for r in group if r.get("code")))
+        if len(codes) > 1:
+            # rows of one table that ran at different commits: say which ran where
+            where = "; ".join(f"{', '.join(r['method'] for r in group if r.get('code') == c)}: {c}" for c in codes)
+            out.append(f"The rows ran at different commits, each pair of baseline and method at one: {where}.\n")
         out.append("| method | " + " | ".join(METRICS) + " | R@1 vs its baseline |")
         out.append("|---|" + "---:|" * (len(METRICS) + 1))
         for r in group:
