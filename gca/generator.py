@@ -127,8 +127,7 @@ class GCAGenerator(nn.Module):
             ValueError: ``dynamic=True`` asked for blocks that recompute.
         """
         for block in self.propagation.layers:
-            recomputes = any(getattr(module, "recompute", "none") not in ("none", False, None)
-                             for module in block.modules())
+            recomputes = any(getattr(module, "recompute", "none") != "none" for module in block.modules())
             kwargs = dict(compile_kwargs)
             if recomputes and kwargs.get("dynamic") is True:
                 raise ValueError("compile_layers: dynamic=True fails on blocks that recompute "

@@ -116,10 +116,7 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
     # phase A (the GNN runs under autocast inside the objective; its losses are float32)
     with amp_autocast():
         parts = objective.metric_losses(z, labels)
-    loss = parts["total"]
-    logs.update({k: float(v.detach()) for k, v in parts.items() if k != "total"})
-    logs["total"] = loss.item()
-    _check_finite(loss, "metric (phase A)", step, logs)
+    loss = _metric_loss_checked(parts, step, logs)
     loss.backward()
     _clip(_params(optimisers.metric), clip_value)
     optimisers.metric.step()
@@ -141,6 +138,15 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
     optimisers.generator.step()
     logs.update(_generator_logs(g))
     return logs
+
+
+def _metric_loss_checked(parts: Dict[str, Tensor], step: int, logs: Dict[str, float]) -> Tensor:
+    """Phase A's total loss, its parts logged, checked to be finite before any backward pass."""
+    loss = parts["total"]
+    logs.update({k: float(v.detach()) for k, v in parts.items() if k != "total"})
+    logs["total"] = loss.item()
+    _check_finite(loss, "metric (phase A)", step, logs)
+    return loss
 
 
 def _generator_logs(g: Dict[str, Tensor]) -> Dict[str, float]:
@@ -165,10 +171,7 @@ def _fused_step(objective, z: Tensor, labels: Tensor, optimisers: Optimisers, am
     _classifier_phase(objective, z, labels, optimisers, step, logs)
     with amp_autocast():
         parts, g = objective.fused_losses(z, labels)
-    loss = parts["total"]
-    logs.update({k: float(v.detach()) for k, v in parts.items() if k != "total"})
-    logs["total"] = loss.item()
-    _check_finite(loss, "metric (phase A)", step, logs)
+    loss = _metric_loss_checked(parts, step, logs)
     _check_finite(g["total"], "generator (phase C)", step, {"generator": g["total"].item()})
     (loss + g["total"]).backward()
     _clip(_params(optimisers.metric), clip_value)
