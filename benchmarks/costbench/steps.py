@@ -3,6 +3,9 @@
 Variants, each in a fresh child process, alternating in rounds so that every variant sees the same machine
 (the cores are shared, the load moves):
 
+* ``two-pass, before``: the library's two-pass step as it was when the issue "A quarter of the authors'
+  cost" was filed (commit :data:`BEFORE_COMMIT`, its ``gca`` exported with ``git archive`` and imported in a
+  fresh interpreter): the "before" of the issue's before/after;
 * ``plain``: the two-pass step of METHOD 2.6 on the plain reference paths (every directed edge, per-edge
   queries, nothing recomputed);
 * ``two-pass``: the library's default two-pass step (one state, lambda and edge-to-node message per
@@ -10,7 +13,8 @@ Variants, each in a fresh child process, alternating in rounds so that every var
 * ``fused``: the fused step (:mod:`gca.train.step`): one propagation and one backward sweep for phases A
   and C, with the per-edge gathers recomputed in the backward pass (``gca.layer_kwargs.recompute=gathers``:
   no extra matrix product);
-* ``fused, lean``: also the edge feed-forward activations recomputed (``recompute=all``: one more product);
+* ``fused, lean``: also the edge feed-forward block's GELU and LayerNorm outputs recomputed from its stored
+  pre-activation (``recompute=all``: elementwise work, no extra product);
 * ``fused, stored``: the fused step storing every activation (what the recomputation saves).
 
 An iteration is :func:`gca.train.train_step` with its three optimisers (AdamW) on a fixed batch of
@@ -20,14 +24,25 @@ issue "A quarter of the authors' cost" (B = 81, 162; L = 2, H = 4, D = 512).
 from __future__ import annotations
 
 import contextlib
+import io
 import statistics
+import subprocess
+import sys
+import tarfile
 import time
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from costbench.harness import Memory, Runner, adaptive_counts, now, sync
 
-#: variant -> (train_step's fused, symmetric edges, key-side queries, recompute)
+#: The library when the issue "A quarter of the authors' cost" was filed (its gca/ equals that of 6d3fcbe,
+#: the last code commit before the issue's work began in dba9a1b).
+BEFORE_COMMIT = "92fb5d2"
+BEFORE = "two-pass, before"
+
+#: variant -> (train_step's fused, symmetric edges, key-side queries, recompute; None: the code predates it)
 STEP_VARIANTS = {
+    BEFORE: (False, True, True, None),
     "plain": (False, False, False, "none"),
     "two-pass": (False, True, True, "none"),
     "fused": (True, True, True, "gathers"),
@@ -79,15 +94,43 @@ def train_step_setup(cfg: Dict[str, Any], **objective_kwargs):
     return device, net, objective, labels, optimisers
 
 
+def export_source(commit: str, dest: Path) -> Optional[str]:
+    """Write the ``gca`` package of ``commit`` (this repository's history) under ``dest``; returns why not, or
+    ``None`` when it is there."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "gca"],
+                             capture_output=True, check=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"no git history to export commit {commit} from ({type(exc).__name__})"
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(dest, filter="data")
+    return None
+
+
+def _import_gca_from(source: str) -> None:
+    """Make ``import gca`` load the package under ``source`` (a fresh interpreter only)."""
+    if "gca" in sys.modules:
+        raise RuntimeError("gca is already imported in this process: the 'before' variant needs a fresh one")
+    sys.path.insert(0, source)
+    import gca
+    if not Path(gca.__file__).resolve().is_relative_to(Path(source).resolve()):
+        raise RuntimeError(f"imported gca from {gca.__file__}, not from {source}")
+
+
 def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Time, count the FLOPs of, and measure the peak memory of ``train_step`` for one variant."""
+    if cfg.get("source"):
+        _import_gca_from(cfg["source"])
     from torch.utils.flop_counter import FlopCounterMode
 
     from gca.train.step import train_step
 
     fused, symmetric, fast, recompute = STEP_VARIANTS[cfg["variant"]]
-    device, net, objective, labels, optimisers = train_step_setup(
-        cfg, symmetric_edges=symmetric, layer_kwargs={"fast": fast, "recompute": recompute})
+    layer_kwargs = {"fast": fast} if recompute is None else {"fast": fast, "recompute": recompute}
+    device, net, objective, labels, optimisers = train_step_setup(cfg, symmetric_edges=symmetric,
+                                                                  layer_kwargs=layer_kwargs)
+    step_kwargs = {"fused": True} if fused else {}
     mem = Memory(device)
 
     def one(count: bool = False):
@@ -95,7 +138,7 @@ def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
         sync(device)
         start, cpu_start = now(), time.process_time()
         with counter:
-            train_step(net, objective, labels, labels, optimisers, fused=fused)
+            train_step(net, objective, labels, labels, optimisers, **step_kwargs)
         sync(device)
         return now() - start, time.process_time() - cpu_start, (counter.get_total_flops() if count else None)
 
@@ -117,18 +160,29 @@ def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
 def suite_steps(args, runner: Runner, rows, device: str) -> None:
     """The variants of :data:`STEP_VARIANTS` at each of ``args.step_sizes``, alternating in
     ``args.step_rounds`` rounds (each round runs every variant once, in a fresh process)."""
+    import tempfile
+
     from costbench.suites import Suite, child_common
 
     suite = Suite("steps", runner, rows)
-    for batch in args.step_sizes:
-        for round_index in range(args.step_rounds):
-            for variant in STEP_VARIANTS:
-                settings = {"variant": variant, "B": batch, "K": args.step_per_class, "L": args.step_layers,
-                            "H": args.heads, "D": args.dim, "round": round_index}
-                if suite.left() <= 0:
-                    suite.skip(settings, "time budget spent")
-                    continue
-                suite.run(work_step_variant, settings, {**child_common(args, device), **settings})
+    with tempfile.TemporaryDirectory(prefix="gca_before_") as before_dir:
+        before_missing = export_source(BEFORE_COMMIT, Path(before_dir))
+        for batch in args.step_sizes:
+            for round_index in range(args.step_rounds):
+                for variant in STEP_VARIANTS:
+                    settings = {"variant": variant, "B": batch, "K": args.step_per_class, "L": args.step_layers,
+                                "H": args.heads, "D": args.dim, "round": round_index}
+                    if suite.left() <= 0:
+                        suite.skip(settings, "time budget spent")
+                        continue
+                    child = {**child_common(args, device), **settings}
+                    if variant == BEFORE:
+                        if before_missing:
+                            suite.skip(settings, before_missing)
+                            continue
+                        child["source"] = before_dir
+                    # the commit's gca is imported by a fresh interpreter (the fork server has today's loaded)
+                    suite.run(work_step_variant, settings, child, fresh=variant == BEFORE)
 
 
 def _by_variant(rows: List[Dict[str, Any]], batch: int) -> Dict[str, Dict[str, Any]]:
@@ -161,14 +215,21 @@ def steps_summary_lines(rows: List[Dict[str, Any]]) -> List[str]:
             if name not in v:
                 continue
             f = v[name]
-            text = (f"{name} {f['cpu_s']:.2f} CPU s ({f['cpu_s'] / t['cpu_s']:.2f}x), {f['gflop']:.0f} GFLOP, "
-                    f"{f['mem_gib']:.2f} GiB")
+            before = v.get(BEFORE)
+            against = f"{f['cpu_s'] / t['cpu_s']:.2f}x" + (f", {f['cpu_s'] / before['cpu_s']:.2f}x before"
+                                                           if before else "")
+            text = f"{name} {f['cpu_s']:.2f} CPU s ({against}), {f['gflop']:.0f} GFLOP, {f['mem_gib']:.2f} GiB"
             if batch in AUTHORS:
                 a = AUTHORS[batch]
                 text += f" ({f['gflop'] / a['gflop']:.2f}x / {f['mem_gib'] / a['mem_gib']:.2f}x the authors')"
             parts.append(text)
-        lines.append(f"- Steps at B={batch} against two-pass {t['cpu_s']:.2f} CPU s, {t['gflop']:.0f} GFLOP, "
-                     f"{t['mem_gib']:.2f} GiB: " + "; ".join(parts) + ".")
+        head = (f"- Steps at B={batch} against two-pass {t['cpu_s']:.2f} CPU s, {t['gflop']:.0f} GFLOP, "
+                f"{t['mem_gib']:.2f} GiB")
+        if BEFORE in v:
+            b = v[BEFORE]
+            head += (f" (before, {BEFORE_COMMIT}: {b['cpu_s']:.2f} CPU s, {b['gflop']:.0f} GFLOP, "
+                     f"{b['mem_gib']:.2f} GiB)")
+        lines.append(head + ": " + "; ".join(parts) + ".")
     return lines
 
 
@@ -185,20 +246,23 @@ def steps_markdown(rows: List[Dict[str, Any]]) -> List[str]:
            "on the same machine. CPU time: the process's CPU seconds per step (one thread: its own compute, "
            "whatever else runs on the machine), median over the rounds of each process's median; wall time "
            "likewise, which on a shared machine also counts the waits for a core; FLOPs: "
-           "`FlopCounterMode` (matrix products); memory: peak RSS rise of the process. `plain`: the plain "
-           "reference paths; `two-pass`: the default step; `fused`: one propagation and one backward sweep, "
-           "per-edge gathers recomputed in backward (`recompute=gathers`); `fused, lean`: the feed-forward "
-           "activations recomputed too (`recompute=all`, one more matrix product); `fused, stored`: the fused "
-           "step without recomputation. The authors' figures are the issue's side-by-side measurement of "
-           "their official code (not run here).", "",
-           "| B | variant | CPU s / step | per round | CPU time vs two-pass | wall s / step | per round | GFLOP "
-           "| peak mem (GiB) | GFLOP vs authors | memory vs authors |",
-           "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|"]
+           "`FlopCounterMode` (matrix products); memory: peak RSS rise of the process. "
+           f"`{BEFORE}`: the two-pass step of the library when the issue was filed (commit {BEFORE_COMMIT}'s "
+           "`gca`, imported in a fresh interpreter); `plain`: the plain reference paths; `two-pass`: today's "
+           "default step; `fused`: one propagation and one backward sweep, per-edge gathers recomputed in "
+           "backward (`recompute=gathers`); `fused, lean`: the feed-forward block's GELU and LayerNorm outputs "
+           "recomputed too (`recompute=all`, elementwise, no extra product); `fused, stored`: the fused step "
+           "without recomputation. The authors' figures are the issue's side-by-side measurement of their "
+           "official code (not run here).", "",
+           "| B | variant | CPU s / step | per round | CPU time vs two-pass | vs before | wall s / step | per round "
+           "| GFLOP | peak mem (GiB) | GFLOP vs authors | memory vs authors |",
+           "|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for batch in sizes:
         v = _by_variant(rows, batch)
-        ref = v.get("two-pass")
+        ref, before = v.get("two-pass"), v.get(BEFORE)
         for variant, m in v.items():
             ratio = f"{m['cpu_s'] / ref['cpu_s']:.2f}" if ref else ""
+            ratio += f" | {m['cpu_s'] / before['cpu_s']:.2f}" if before else " | "
             a = AUTHORS.get(batch)
             fl = f"{m['gflop'] / a['gflop']:.2f}" if a else ""
             me = f"{m['mem_gib'] / a['mem_gib']:.2f}" if a else ""
@@ -207,5 +271,6 @@ def steps_markdown(rows: List[Dict[str, Any]]) -> List[str]:
                        f"{m['mem_gib']:.2f} | {fl} | {me} |")
         if batch in AUTHORS:
             a = AUTHORS[batch]
-            out.append(f"| {batch} | authors (issue) | | | | | | {a['gflop']:.0f} | {a['mem_gib']:.1f} | 1.00 | 1.00 |")
+            out.append(f"| {batch} | authors (issue) | | | | | | | {a['gflop']:.0f} | {a['mem_gib']:.1f} "
+                       "| 1.00 | 1.00 |")
     return out + [""]

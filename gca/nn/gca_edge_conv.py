@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn import MessagePassing
 
 from gca._checks import check_dropout, check_int, recompute_level
+from gca.nn.functional import norm_act_linear
 
 
 class GCAEdgeConv(MessagePassing):
@@ -40,8 +41,9 @@ class GCAEdgeConv(MessagePassing):
         recompute: store less for the backward pass and recompute it there
             (:func:`torch.utils.checkpoint.checkpoint`), the same values and gradients: ``"gathers"`` the
             attention's per-edge gathers of keys and values (no extra matrix product); ``"all"`` (or ``True``)
-            also the feed-forward block's GELU, LayerNorm and output projection (one more ``[E, 4D] x [4D, D]``
-            product, two ``[E, 4D]`` tensors less); ``"none"`` (or ``False``) stores everything.
+            also the feed-forward block's ``[E, 4D]`` GELU and LayerNorm outputs, recomputed from the stored
+            pre-activation (:func:`gca.nn.functional.norm_act_linear`: elementwise work, no extra product, two
+            ``[E, 4D]`` tensors less); ``"none"`` (or ``False``) stores everything.
 
     Shapes:
         - **input:** node states ``[N, D]``, edge_index ``[2, E]``, edge states ``[E, D]``
@@ -90,9 +92,9 @@ class GCAEdgeConv(MessagePassing):
             e = self._attend(edge_index, key_scores, values, edge_attr)
         hidden = self.ffn_in(e)
         if grad and self.recompute == "all" and hidden.requires_grad:
-            # store only the hidden pre-activation: the [E, 4D] GELU and LayerNorm outputs and the output
-            # projection are recomputed in the backward pass (one more [E, 4D] x [4D, D] product)
-            return checkpoint(self._ffn_tail, e, hidden, use_reentrant=False)
+            # store only the hidden pre-activation: the [E, 4D] GELU and LayerNorm outputs are recomputed in
+            # the backward pass (elementwise), the output projection is not
+            return self.norm(F.gelu(e + norm_act_linear(hidden, self.ffn_norm, self.ffn_out)))
         return self._ffn_tail(e, hidden)
 
     def _attend(self, edge_index: Tensor, key_scores: Tensor, values: Tensor, edge_attr: Tensor) -> Tensor:

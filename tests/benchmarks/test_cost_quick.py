@@ -48,12 +48,18 @@ def test_cost_quick_runs_and_writes_rows(tmp_path):
     assert by_variant[(True, True)]["flops_step"] < by_variant[(False, True)]["flops_step"]
 
     variants = {r["variant"]: r for r in rows if r["suite"] == "steps" and r["status"] == "ok"}
-    assert set(variants) == {"plain", "two-pass", "fused", "fused, lean", "fused, stored"}
-    # one propagation and one backward sweep do less work than two; the plain paths the most; recomputing the
-    # feed-forward block's output projection costs FLOPs back
+    before = [r for r in rows if r["suite"] == "steps" and r["variant"] == "two-pass, before"]
+    # the step as it was when the cost issue was filed, from the git history (a shallow clone has none)
+    assert len(before) == 1 and (before[0]["status"] == "ok" or before[0]["reason"].startswith("no git history"))
+    assert set(variants) - {"two-pass, before"} == {"plain", "two-pass", "fused", "fused, lean", "fused, stored"}
+    # one propagation and one backward sweep do less work than two; the plain paths the most; recomputation
+    # (gathers, feed-forward activations) adds no matrix product
     flops = {name: r["flops_step"] for name, r in variants.items()}
     assert flops["fused, stored"] < flops["two-pass"] < flops["plain"]
-    assert flops["fused, stored"] == flops["fused"] < flops["fused, lean"]
+    assert flops["fused, stored"] == flops["fused"] == flops["fused, lean"]
+    if "two-pass, before" in variants:
+        # the lambda head and edge-to-node message once per unordered pair since then
+        assert flops["two-pass"] < flops["two-pass, before"] < flops["plain"]
 
     prop = [r for r in rows if r["suite"] == "propagation" and r["status"] == "ok"]
     assert {r["variant"] for r in prop} == {"pyg", "dense"} and all(_positive(r["time_s"]) for r in prop)
