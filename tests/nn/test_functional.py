@@ -28,11 +28,13 @@ def _grads(fn, hidden, modules):
 
 
 @pytest.mark.parametrize("affine, bias", [(True, True), (False, True), (True, False)])
-def test_values_and_gradients_equal_the_composition(affine, bias):
+@pytest.mark.parametrize("chunk_rows", [None, 1, 4, 21])
+def test_values_and_gradients_equal_the_composition(affine, bias, chunk_rows):
+    """In one block and in blocks of rows (4 does not divide the 21 rows)."""
     norm, linear = _modules(affine=affine, bias=bias)
     hidden = torch.randn(3, 7, 12, dtype=torch.double)
     ref_out, ref = _grads(lambda h: linear(norm(F.gelu(h))), hidden, (norm, linear))
-    out, got = _grads(lambda h: norm_act_linear(h, norm, linear), hidden, (norm, linear))
+    out, got = _grads(lambda h: norm_act_linear(h, norm, linear, chunk_rows=chunk_rows), hidden, (norm, linear))
     torch.testing.assert_close(out, ref_out)
     assert len(got) == len(ref)
     for g, r in zip(got, ref):
@@ -42,7 +44,7 @@ def test_values_and_gradients_equal_the_composition(affine, bias):
 def test_it_passes_gradcheck():
     norm, linear = _modules(features=6, out=3)
     hidden = torch.randn(4, 6, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda h, *p: norm_act_linear(h, norm, linear), (hidden,))
+    assert torch.autograd.gradcheck(lambda h: norm_act_linear(h, norm, linear, chunk_rows=3), (hidden,))
 
 
 def test_it_keeps_only_the_input_for_backward():
@@ -67,7 +69,7 @@ def test_autocast_matches_the_composition_under_autocast():
     hidden = torch.randn(10, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref_out, ref = _grads(lambda h: linear(norm(F.gelu(h))), hidden, (norm, linear))
-        out, got = _grads(lambda h: norm_act_linear(h, norm, linear), hidden, (norm, linear))
+        out, got = _grads(lambda h: norm_act_linear(h, norm, linear, chunk_rows=3), hidden, (norm, linear))
     assert out.dtype == ref_out.dtype == torch.bfloat16
     torch.testing.assert_close(out, ref_out)
     for g, r in zip(got, ref):
