@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -68,6 +69,12 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, progress: bool = True):
+        world = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+        if world != "1":
+            # torchrun starts WORLD_SIZE copies of this process: each would train alone on the same run folder
+            raise ValueError(f"WORLD_SIZE={world} (started by torchrun or another launcher): gca trains in one "
+                             f"process only; {world} independent trainings would overwrite each other in "
+                             f"{cfg.run_dir}. Start it without the launcher")
         self.cfg, self.progress = cfg, progress
         self.device = resolve_device(cfg.device)
         self.run_dir = cfg.run_dir
