@@ -43,6 +43,12 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             item.
         num_batches: Fixed number of batches per epoch.  Must be at least the minimum needed to cover the data
             (``len`` of a sampler built without it); the extra batches are filled with additional random chunks.
+        rank, world_size: data-parallel training over ``world_size`` processes.  Every process builds the same
+            global batches of ``world_size * C`` classes (from ``seed`` and the epoch alone) and yields its own
+            share: process ``rank`` gets the ``C`` classes ``rank * C`` to ``(rank + 1) * C - 1`` of each global
+            batch.  So within a step the processes hold disjoint classes, and the processes' batches laid side
+            by side in rank order are exactly the batches of the sampler built with ``classes_per_batch =
+            world_size * C`` and ``world_size=1``.
 
     Epoch construction:
         1. Each class's items are shuffled and cut into chunks of ``K``.  A class
@@ -73,6 +79,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         drop_last: bool = False,
         num_batches: Optional[int] = None,
         class_sampling: str = "coverage",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if isinstance(labels, torch.Tensor):
             labels = labels.detach().cpu().numpy()
@@ -81,9 +89,15 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
         if labels.size == 0:
             raise ValueError("labels is empty")
-        self.classes_per_batch = int(classes_per_batch)
+        if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
+            raise ValueError(f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, "
+                             f"world_size={world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.classes_per_rank = int(classes_per_batch)
+        # the global batch: every process's classes
+        self.classes_per_batch = int(classes_per_batch) * self.world_size
         self.samples_per_class = int(samples_per_class)
-        if self.classes_per_batch < 1 or self.samples_per_class < 1:
+        if self.classes_per_rank < 1 or self.samples_per_class < 1:
             raise ValueError(
                 f"classes_per_batch and samples_per_class must be >= 1, got {classes_per_batch}, {samples_per_class}"
             )
@@ -102,8 +116,10 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         self._class_indices = [order[bounds[c] : bounds[c + 1]].astype(np.int64) for c in range(len(classes))]
         n_classes = len(classes)
         if self.classes_per_batch > n_classes:
+            across = (f" ({self.classes_per_rank} per process x {self.world_size} processes)"
+                      if self.world_size > 1 else "")
             raise ValueError(
-                f"classes_per_batch={self.classes_per_batch} exceeds the number of classes ({n_classes})"
+                f"classes_per_batch={self.classes_per_batch}{across} exceeds the number of classes ({n_classes})"
             )
         k = self.samples_per_class
         counts = np.array([len(ix) for ix in self._class_indices])
@@ -125,8 +141,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
 
     @property
     def batch_size(self) -> int:
-        """Items per batch, ``C * K``."""
-        return self.classes_per_batch * self.samples_per_class
+        """Items per batch of this process, ``C * K``."""
+        return self.classes_per_rank * self.samples_per_class
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffle of ``epoch`` (deterministic given ``seed`` and ``epoch``)."""
@@ -188,11 +204,13 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         return batches[rng.permutation(n_batches)]
 
     def __iter__(self) -> Iterator[list[int]]:
+        share = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         for batch in self._epoch_batches():
-            yield batch.tolist()
+            yield batch[share].tolist()
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(classes={len(self.classes)}, items={sum(len(i) for i in self._class_indices)}, "
-            f"C={self.classes_per_batch}, K={self.samples_per_class}, batches={self.num_batches}, seed={self.seed})"
+            f"C={self.classes_per_rank}, K={self.samples_per_class}, batches={self.num_batches}, seed={self.seed}"
+            + (f", rank={self.rank}, world_size={self.world_size})" if self.world_size > 1 else ")")
         )

@@ -170,3 +170,41 @@ def test_uniform_class_sampling_ignores_class_size():
     assert counts["coverage"][0] > 3 * counts["coverage"][1:].mean()      # the big class dominates
     assert abs(counts["uniform"][0] - 1 / 11) < 0.02                     # every class alike
     assert np.abs(counts["uniform"][1:] - 1 / 11).max() < 0.02
+
+
+# ------------------------------------------------------------------------------------ data-parallel shares
+@pytest.mark.parametrize("class_sampling", ["coverage", "uniform"])
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_process_shares_are_the_global_batches_split_by_class(class_sampling, world_size):
+    """Each process's batch is its slice of the batch that one process with world_size x C classes would draw:
+    laid side by side they are that batch, and within a step no class is in two processes."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 17, size=300) * 7 + 5           # label values, not positions, decide the classes
+    c, k = 3, 4
+    single = ClassBalancedBatchSampler(labels, c * world_size, k, seed=11, class_sampling=class_sampling)
+    shares = [ClassBalancedBatchSampler(labels, c, k, seed=11, class_sampling=class_sampling, rank=r,
+                                        world_size=world_size) for r in range(world_size)]
+    for epoch in (0, 4):
+        for s in [single, *shares]:
+            s.set_epoch(epoch)
+        whole = list(single)
+        per_rank = [list(s) for s in shares]
+        assert all(len(p) == len(whole) == len(shares[0]) for p in per_rank)
+        for step, batch in enumerate(whole):
+            parts = [p[step] for p in per_rank]
+            assert all(len(part) == c * k for part in parts)
+            assert sum(parts, []) == batch
+            classes = [set(labels[part].tolist()) for part in parts]
+            assert all(len(cl) == c for cl in classes)
+            assert len(set().union(*classes)) == c * world_size
+
+
+def test_process_share_checks():
+    labels = np.repeat(np.arange(6), 4)
+    with pytest.raises(ValueError, match=r"rank must be in \[0, world_size\).*rank=2, world_size=2"):
+        ClassBalancedBatchSampler(labels, 2, 2, rank=2, world_size=2)
+    with pytest.raises(ValueError, match=r"classes_per_batch=8 \(4 per process x 2 processes\) exceeds the number "
+                                         r"of classes \(6\)"):
+        ClassBalancedBatchSampler(labels, 4, 2, world_size=2)
+    s = ClassBalancedBatchSampler(labels, 3, 2, rank=1, world_size=2)
+    assert s.batch_size == 6 and "rank=1, world_size=2" in repr(s)

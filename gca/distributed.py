@@ -1,0 +1,95 @@
+"""Building blocks for data-parallel training over ``torch.distributed`` (launched by ``torchrun``).
+
+The trainer does not use them yet (it refuses to run as one of several launcher copies); they are the parts
+that a global batch graph needs whatever way its edges are sharded: who this process is
+(:class:`ProcessGroupInfo`), and the batch gathered from every process with each sample's gradient path kept
+(:func:`all_gather_with_grad`). The sampler's share of a global batch is
+:class:`gca.data.ClassBalancedBatchSampler` with ``rank`` and ``world_size``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ProcessGroupInfo:
+    """This process's place among the launcher's copies: ``rank`` in ``[0, world_size)``, ``local_rank`` on
+    its machine (the GPU it takes)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files, logs and progress bars."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "ProcessGroupInfo":
+        """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as ``torchrun`` sets them (absent: one process).
+
+        Raises:
+            ValueError: a variable that is not an integer, or a rank outside ``[0, WORLD_SIZE)``.
+        """
+        env = os.environ if environ is None else environ
+        values = {}
+        for key, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
+            text = env.get(key, "").strip()
+            try:
+                values[key] = int(text) if text else default
+            except ValueError:
+                raise ValueError(f"environment variable {key}={text!r} is not an integer") from None
+        if values["WORLD_SIZE"] < 1 or not 0 <= values["RANK"] < values["WORLD_SIZE"]:
+            raise ValueError(f"RANK={values['RANK']} is not in [0, WORLD_SIZE={values['WORLD_SIZE']})")
+        return cls(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"])
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: Tensor, group) -> Tensor:
+        ctx.group = group
+        ctx.rank = dist.get_rank(group)
+        ctx.rows = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, tensor.contiguous(), group=group)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad = grad.contiguous().clone()
+        # every process's loss may read every sample: a sample's gradient is the sum over the processes
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None
+
+
+def all_gather_with_grad(tensor: Tensor, group=None) -> Tensor:
+    r"""Every process's ``tensor`` stacked in rank order, differentiable back to each process's own rows.
+
+    The gradient that reaches this process's ``tensor`` is the sum, over all processes, of the gradients their
+    losses sent to these rows (an all-reduce of the gathered tensor's gradient). Loss scaling with DDP, which
+    averages parameter gradients over the ``N`` processes: if every process computes the *same* loss on the
+    gathered batch, the sum gives ``N`` times its gradient and DDP's average brings it back to the gradient of
+    one process on the concatenated batch; if each process computes its *share* ``L_r`` of a loss
+    ``L = \sum_r L_r`` (its own anchors), multiply ``L_r`` by ``N`` to get ``\partial L`` after DDP's average.
+
+    Shapes:
+        ``[n, *]`` on each process (the same ``n`` everywhere) -> ``[N * n, *]``.
+
+    Raises:
+        ValueError: the processes hold different row counts or shapes (checked with one small all-gather).
+    """
+    world = dist.get_world_size(group)
+    shape = torch.tensor(list(tensor.shape), dtype=torch.long, device=tensor.device)
+    shapes = [torch.empty_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape, group=group)
+    if any(not torch.equal(s, shape) for s in shapes):
+        raise ValueError(f"all_gather_with_grad needs the same shape on every process, got "
+                         f"{[tuple(s.tolist()) for s in shapes]}")
+    return _AllGatherWithGrad.apply(tensor, group)
