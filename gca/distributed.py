@@ -93,3 +93,72 @@ def all_gather_with_grad(tensor: Tensor, group=None) -> Tensor:
         raise ValueError(f"all_gather_with_grad needs the same shape on every process, got "
                          f"{[tuple(s.tolist()) for s in shapes]}")
     return _AllGatherWithGrad.apply(tensor, group)
+
+
+def all_gather_no_grad(tensor: Tensor, group=None) -> Tensor:
+    """Every process's ``tensor`` in rank order, without a gradient path (labels; detached embeddings)."""
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, tensor.contiguous(), group=group)
+    return torch.cat(parts)
+
+
+class GatheredObjective(torch.nn.Module):
+    """Every phase of ``objective`` computed on the batch gathered from all processes.
+
+    Each process hands its own embeddings and labels; the wrapped objective sees the global batch (rank
+    order), so its graph, synthetics and losses are those of one process on the concatenated batch. Every
+    process computes the same losses (the generator's work is repeated on each process, not sharded), so the
+    embedding network's gradient reaching each process is ``N`` times that of the global loss for its own
+    samples (:func:`all_gather_with_grad`) and DDP's average over the ``N`` processes returns the global
+    loss's gradient; the generator, classifier and metric-loss parameters get the same gradient on every
+    process without any averaging (they are not wrapped in DDP). The processes' random number generators
+    must be in step (the same seed, the same draws), as the repeated dropout masks must agree.
+
+    Args:
+        objective: the objective to wrap (:class:`gca.objective.Objective`).
+        group: the process group (default: the world).
+    """
+
+    def __init__(self, objective, group=None):
+        super().__init__()
+        self.objective = objective
+        self.group = group
+
+    @property
+    def metric_loss(self):
+        return self.objective.metric_loss
+
+    @property
+    def trains_generator(self) -> bool:
+        return self.objective.trains_generator
+
+    def _gathered(self, embeddings: Tensor, labels: Tensor, grad: bool):
+        z = all_gather_with_grad(embeddings, self.group) if grad else \
+            all_gather_no_grad(embeddings.detach(), self.group)
+        return z, all_gather_no_grad(labels, self.group)
+
+    def metric_losses(self, embeddings: Tensor, labels: Tensor, generator=None):
+        return self.objective.metric_losses(*self._gathered(embeddings, labels, True), generator=generator)
+
+    def classifier_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return self.objective.classifier_loss(*self._gathered(embeddings, labels, False))
+
+    def generator_losses(self, embeddings: Tensor, labels: Tensor, generator=None):
+        return self.objective.generator_losses(*self._gathered(embeddings, labels, False), generator=generator)
+
+    def fused_losses(self, embeddings: Tensor, labels: Tensor, generator=None):
+        if not hasattr(self.objective, "fused_losses"):
+            raise TypeError(f"{type(self.objective).__name__} has no fused_losses")
+        return self.objective.fused_losses(*self._gathered(embeddings, labels, True), generator=generator)
+
+    def generator_parameters(self):
+        return self.objective.generator_parameters()
+
+    def classifier_parameters(self):
+        return self.objective.classifier_parameters()
+
+    def schedule_factors(self):
+        return self.objective.schedule_factors()
+
+    def end_epoch(self) -> None:
+        self.objective.end_epoch()

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gca.distributed import ProcessGroupInfo, all_gather_with_grad
+from gca.distributed import GatheredObjective, ProcessGroupInfo, all_gather_with_grad
 
 WORLD = 2
 ROWS, DIM = 3, 5
@@ -15,8 +15,8 @@ ROWS, DIM = 3, 5
 
 def _inputs():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(WORLD * ROWS, DIM, generator=g, dtype=torch.double)
-    weights = torch.randn(WORLD, WORLD * ROWS, DIM, generator=g, dtype=torch.double)
+    x = torch.randn(WORLD * ROWS, DIM, generator=g)
+    weights = torch.randn(WORLD, WORLD * ROWS, DIM, generator=g)
     return x, weights
 
 
@@ -80,3 +80,100 @@ def test_process_group_info_from_env():
         ProcessGroupInfo.from_env({"RANK": "2", "WORLD_SIZE": "2"})
     with pytest.raises(ValueError, match=r"environment variable WORLD_SIZE='two' is not an integer"):
         ProcessGroupInfo.from_env({"WORLD_SIZE": "two"})
+
+
+# ------------------------------------------------------------------ a training step over the gathered batch
+CASES = {
+    "npair": dict(gca=False),
+    "proxy_anchor": dict(gca=False, loss="proxy_anchor"),
+    "gca_full_two_pass": dict(gca=True),
+    "gca_full_fused": dict(gca=True, fused=True),
+    "gca_knn": dict(gca=True, edges="knn"),
+    "gca_proxy_anchor": dict(gca=True, loss="proxy_anchor"),
+}
+IN_DIM, EMB, CLASSES, PER_CLASS = 7, 8, 6, 2
+
+
+def _setup(case):
+    """The embedding network, objective and optimisers of a case, the same on every process (seed 0)."""
+    from gca.losses import create_metric_loss
+    from gca.model import GCAHNG
+    from gca.objective import MetricLossObjective
+    from gca.train.step import Optimisers
+
+    torch.manual_seed(0)
+    spec = CASES[case]
+    net = torch.nn.Sequential(torch.nn.Linear(IN_DIM, 12), torch.nn.GELU(), torch.nn.Linear(12, EMB))
+    loss = create_metric_loss(spec.get("loss", "npair"), CLASSES, EMB)
+    if spec["gca"]:
+        graph = {"edges": "knn", "k": 3} if spec.get("edges") == "knn" else {}
+        objective = GCAHNG(EMB, CLASSES, num_layers=1, heads=2, metric_loss=loss, **graph).train()
+    else:
+        objective = MetricLossObjective(loss)
+    metric_params = list(net.parameters()) + list(loss.parameters())
+    # SGD, not AdamW: some gradients are zero up to rounding (the edge attention's key bias shifts both of an
+    # edge's scores alike), and Adam's normalisation would turn their rounding noise into whole steps
+    optimisers = Optimisers(metric=torch.optim.SGD(metric_params, lr=0.1),
+                            generator=torch.optim.SGD(objective.generator_parameters(), lr=0.1)
+                            if spec["gca"] else None,
+                            classifier=torch.optim.SGD(objective.classifier_parameters(), lr=0.1)
+                            if spec["gca"] else None)
+    return net, objective, optimisers
+
+
+def _batches():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        images = torch.randn(CLASSES * PER_CLASS, IN_DIM, generator=g)
+        labels = torch.randperm(CLASSES, generator=g).repeat_interleave(PER_CLASS)
+        yield images, labels
+
+
+def _train(case, rank=None):
+    """Two steps: on the whole batch (rank None) or, under DDP, on this process's half of it."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from gca.train.step import train_step
+
+    net, objective, optimisers = _setup(case)
+    model, wrapped = net, objective
+    if rank is not None:
+        model, wrapped = DistributedDataParallel(net), GatheredObjective(objective)
+    losses = []
+    for images, labels in _batches():
+        if rank is not None:
+            share = slice(rank * len(labels) // WORLD, (rank + 1) * len(labels) // WORLD)
+            images, labels = images[share], labels[share]
+        losses.append(train_step(model, wrapped, images, labels, optimisers, clip_value=10.0,
+                                 fused=CASES[case].get("fused", False)))
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
+    return state, losses
+
+
+def _train_worker(rank, port, out_dir, case):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        state, losses = _train(case, rank)
+        torch.save({"state": state, "losses": torch.tensor([[v for _, v in sorted(s.items())] for s in losses])},
+                   os.path.join(out_dir, f"r{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_processes_train_as_one_on_the_concatenated_batch(tmp_path, case):
+    """Under DDP with GatheredObjective, two processes holding half a batch each end two training steps with the
+    parameters (embedding network, metric loss's proxies, GNN, classifier), schedules and logged losses of one
+    process trained on the whole batches."""
+    mp.spawn(_train_worker, args=(_free_port(), str(tmp_path), case), nprocs=WORLD, join=True)
+    state, losses = _train(case)
+    expected_losses = torch.tensor([[v for _, v in sorted(s.items())] for s in losses])
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"r{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got["losses"], expected_losses)
+        assert set(got["state"]) == set(state)
+        for key, value in state.items():
+            torch.testing.assert_close(got["state"][key], value, equal_nan=True,
+                                       msg=f"{case}: {key} differs on rank {rank}")
