@@ -162,3 +162,68 @@ class GatheredObjective(torch.nn.Module):
 
     def end_epoch(self) -> None:
         self.objective.end_epoch()
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over the processes; its gradient is the sum of the processes' gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor, group) -> Tensor:
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+class _GlobalBatchNormMixin:
+    """BatchNorm whose training statistics are those of every process's batch together (as one process on
+    the concatenated batch): the per-channel count, sum and sum of squared deviations are summed over the
+    processes, with their gradient. In eval mode, or outside a process group, it is the plain layer."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        self._check_input_dim(x)
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = _AllReduceSum.apply(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device), None)
+        mean = _AllReduceSum.apply(x.sum(dims), None) / count
+        centred = x - mean.view(shape)
+        var = _AllReduceSum.apply(centred.pow(2).sum(dims), None) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum)
+                unbiased = var.detach() * count / (count - 1).clamp_min(1)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+class GlobalBatchNorm1d(_GlobalBatchNormMixin, torch.nn.BatchNorm1d):
+    """:class:`torch.nn.BatchNorm1d` with the statistics of every process's batch (see the mixin)."""
+
+
+class GlobalBatchNorm2d(_GlobalBatchNormMixin, torch.nn.BatchNorm2d):
+    """:class:`torch.nn.BatchNorm2d` with the statistics of every process's batch (see the mixin)."""
+
+
+def use_global_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Make every plain ``BatchNorm1d``/``BatchNorm2d`` in ``module`` use the statistics of all processes'
+    batches, in place (their parameters, buffers and state-dict keys unchanged). Works with gloo on CPU,
+    where :class:`torch.nn.SyncBatchNorm` does not."""
+    for m in module.modules():
+        if type(m) is torch.nn.BatchNorm1d:
+            m.__class__ = GlobalBatchNorm1d
+        elif type(m) is torch.nn.BatchNorm2d:
+            m.__class__ = GlobalBatchNorm2d
+    return module

@@ -498,18 +498,19 @@ def test_image_folder_channels_just_work(tmp_path, folder_mode, kind, backbone_c
     assert matched(Image.open(root / "class_0" / "0.png")).shape == (backbone_channels, 16, 16)
 
 
-def test_launcher_copies_are_refused_before_they_write(tmp_path, capsys, monkeypatch):
-    """Under torchrun (WORLD_SIZE > 1) each copy would train alone into the same run folder: refused in one
-    line, before the run folder exists."""
+def test_a_process_group_without_its_address_is_named(tmp_path, capsys, monkeypatch):
+    """WORLD_SIZE > 1 without the rendezvous address torchrun sets: one line, before any run folder exists."""
     monkeypatch.delenv("GCA_DEBUG", raising=False)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
     assert cli_main(["train", "--config", "omniglot", *_tiny_run(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert re.fullmatch(r"gca train: error: WORLD_SIZE=2 \(started by torchrun or another launcher\): gca trains "
-                        r"in one process only; 2 independent trainings would overwrite each other in .*\n", err), err
+    assert re.fullmatch(r"gca train: error: WORLD_SIZE=2 but MASTER_ADDR and MASTER_PORT not set: start "
+                        r"data-parallel training with torchrun .*\n", err), err
     assert not (tmp_path / "runs").exists()
-    monkeypatch.setenv("WORLD_SIZE", "1")    # one copy is one process: allowed
-    cfg = load_config("omniglot", _tiny_run(tmp_path, "solver.max_steps=1", "solver.epochs=1"))
-    from gca.train import Trainer
-    Trainer(cfg, progress=False)
-    assert (tmp_path / "runs").exists()
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "3")
+    assert cli_main(["train", "--config", "omniglot", *_tiny_run(tmp_path), "--no-progress"]) == 2
+    assert re.fullmatch(r"gca train: error: RANK=3 is not in \[0, WORLD_SIZE=3\)\n", capsys.readouterr().err)

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gca.distributed import GatheredObjective, ProcessGroupInfo, all_gather_with_grad
+from gca.distributed import GatheredObjective, ProcessGroupInfo, all_gather_with_grad, use_global_batchnorm
 
 WORLD = 2
 ROWS, DIM = 3, 5
@@ -177,3 +177,59 @@ def test_two_processes_train_as_one_on_the_concatenated_batch(tmp_path, case):
         for key, value in state.items():
             torch.testing.assert_close(got["state"][key], value, equal_nan=True,
                                        msg=f"{case}: {key} differs on rank {rank}")
+
+
+# ------------------------------------------------------------------------------------- global BatchNorm
+def _bn_inputs():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(WORLD * 4, 3, 5, 5, generator=g, dtype=torch.double) * 2 + 1
+    upstream = torch.randn(WORLD * 4, 3, 5, 5, generator=g, dtype=torch.double)
+    return x, upstream
+
+
+def _bn_layer():
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    return bn
+
+
+def _bn_worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        x, upstream = _bn_inputs()
+        own = slice(rank * 4, (rank + 1) * 4)
+        bn = use_global_batchnorm(_bn_layer())
+        xr = x[own].clone().requires_grad_(True)
+        out = bn(xr)
+        # every process's loss reads only its own outputs here: the sum over processes is the global loss
+        (out * upstream[own]).sum().backward()
+        torch.save({"out": out.detach(), "grad": xr.grad, "weight_grad": bn.weight.grad, "bias_grad": bn.bias.grad,
+                    "running_mean": bn.running_mean, "running_var": bn.running_var},
+                   os.path.join(out_dir, f"bn{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_batchnorm_is_batchnorm_of_the_concatenated_batch(tmp_path):
+    mp.spawn(_bn_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    x, upstream = _bn_inputs()
+    bn = _bn_layer()
+    whole = x.clone().requires_grad_(True)
+    out = bn(whole)
+    (out * upstream).sum().backward()
+    weight_grad, bias_grad = 0, 0
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"bn{rank}.pt", weights_only=True)
+        own = slice(rank * 4, (rank + 1) * 4)
+        torch.testing.assert_close(got["out"], out[own].detach())
+        torch.testing.assert_close(got["grad"], whole.grad[own])
+        torch.testing.assert_close(got["running_mean"], bn.running_mean)
+        torch.testing.assert_close(got["running_var"], bn.running_var)
+        weight_grad, bias_grad = weight_grad + got["weight_grad"], bias_grad + got["bias_grad"]
+    # the affine parameters' gradients: each process holds its samples' share (DDP sums and averages them)
+    torch.testing.assert_close(weight_grad, bn.weight.grad)
+    torch.testing.assert_close(bias_grad, bn.bias.grad)

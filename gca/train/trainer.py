@@ -34,6 +34,7 @@ from gca.data import (
     split_classes,
 )
 from gca.data.registry import canonical_name
+from gca.distributed import GatheredObjective, ProcessGroupInfo, use_global_batchnorm
 from gca.evaluation import embed_dataset, retrieval_metrics
 from gca.io import atomic_save, atomic_write_text
 from gca.losses import create_metric_loss
@@ -69,16 +70,17 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, progress: bool = True):
-        world = os.environ.get("WORLD_SIZE", "1").strip() or "1"
-        if world != "1":
-            # torchrun starts WORLD_SIZE copies of this process: each would train alone on the same run folder
-            raise ValueError(f"WORLD_SIZE={world} (started by torchrun or another launcher): gca trains in one "
-                             f"process only; {world} independent trainings would overwrite each other in "
-                             f"{cfg.run_dir}. Start it without the launcher")
-        self.cfg, self.progress = cfg, progress
+        self.cfg = cfg
+        self.dist = ProcessGroupInfo.from_env()
         self.device = resolve_device(cfg.device)
+        if self.dist.world_size > 1:
+            self.device = self._join_process_group()
+        # one process writes files, logs and progress bars
+        self.writes = self.dist.is_main
+        self.progress = progress and self.writes
         self.run_dir = cfg.run_dir
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.seed)
         if cfg.deterministic:
             # with 2+ threads some CPU backward kernels (scatter/index accumulation) are not bit-reproducible
@@ -89,6 +91,7 @@ class Trainer:
         self._build_data()
         self._build_objective()
         self._build_optimisers()
+        self._wrap_for_processes()
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.best: Optional[Dict[str, Any]] = None
         self.history: list = []
@@ -101,7 +104,36 @@ class Trainer:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._metrics_lines = len(self.metrics_path.read_text().splitlines()) if self.metrics_path.is_file() else 0
         self._test_embeddings: Optional[Dict[str, Any]] = None
-        save_config(cfg, self.run_dir / "config.yaml")
+        if self.writes:
+            save_config(cfg, self.run_dir / "config.yaml")
+        self._barrier()
+
+    # ------------------------------------------------------------------------------ processes
+    def _join_process_group(self) -> torch.device:
+        """Data-parallel training under ``torchrun``: join the process group (gloo on CPU, NCCL on CUDA) and
+        return this process's device (``cuda:LOCAL_RANK`` on GPUs)."""
+        import torch.distributed as dist
+        device = self.device
+        if device.type == "cuda":
+            device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            missing = [key for key in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(key)]
+            if missing:
+                raise ValueError(f"WORLD_SIZE={self.dist.world_size} but {' and '.join(missing)} not set: start "
+                                 f"data-parallel training with torchrun (torchrun --nproc_per_node=N -m gca.cli "
+                                 f"train ...)")
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if dist.get_world_size() != self.dist.world_size:
+            raise ValueError(f"WORLD_SIZE={self.dist.world_size} but the process group has "
+                             f"{dist.get_world_size()} processes")
+        return device
+
+    def _barrier(self) -> None:
+        """Wait for every process (a file one process wrote is there for all after it)."""
+        if self.dist.world_size > 1:
+            import torch.distributed as dist
+            dist.barrier()
 
     # ------------------------------------------------------------------------------ building
     def _amp_dtype(self) -> Optional[torch.dtype]:
@@ -157,8 +189,10 @@ class Trainer:
             self.test_sets = {k: self._features(v) for k, v in self.test_sets.items()}
         self.train_set = train_ds
         self.num_train_classes = int(np.asarray(train_ds.labels).max()) + 1
+        # under torchrun each process draws its own classes_per_batch classes of every global batch
         self.sampler = ClassBalancedBatchSampler(train_ds.labels, d.classes_per_batch, d.samples_per_class,
-                                                 seed=seed, class_sampling=d.class_sampling)
+                                                 seed=seed, class_sampling=d.class_sampling,
+                                                 rank=self.dist.rank, world_size=self.dist.world_size)
 
     def _features(self, dataset) -> FeatureDataset:
         d, m = self.cfg.data, self.cfg.model
@@ -281,12 +315,16 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         path = self.run_dir / "last.pt"
-        atomic_save(self.state_dict(), path)
+        if self.writes:
+            atomic_save(self.state_dict(), path)
+        self._barrier()
         return path
 
     def _save_best(self) -> None:
-        atomic_save({"model": self.model.state_dict(), "config": self.cfg.to_dict(), "epoch": self.epoch,
-                     "step": self.step}, self.run_dir / "best.pt")
+        if self.writes:
+            atomic_save({"model": self.model.state_dict(), "config": self.cfg.to_dict(), "epoch": self.epoch,
+                         "step": self.step}, self.run_dir / "best.pt")
+        self._barrier()
 
     def _holds_selected(self, saved: Dict[str, Any]) -> bool:
         """Whether a loaded ``best.pt`` holds the checkpoint the run selected on validation (epoch and step)."""
@@ -327,15 +365,17 @@ class Trainer:
     # ------------------------------------------------------------------------------ logging
     def _log(self, record: Dict[str, Any]) -> None:
         record = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.writes:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         self._metrics_lines += 1
 
     def _truncate_metrics(self, lines: Optional[int]) -> None:
         if lines is None or not self.metrics_path.is_file():
             return
         kept = self.metrics_path.read_text().splitlines()
-        if len(kept) > lines:
+        self._barrier()     # every process has counted the records before the main one cuts them
+        if len(kept) > lines and self.writes:
             atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept[:lines]))
         self._metrics_lines = min(len(kept), lines)
 
@@ -364,6 +404,24 @@ class Trainer:
         frozen = self.epoch < self.cfg.solver.warmup_epochs and not self.cfg.data.features
         self.model.set_backbone_trainable(not frozen)
 
+    def _wrap_for_processes(self) -> None:
+        """What a training step runs: the model and objective, or under torchrun the model in DDP (rebuilt
+        when warm-up changes which parameters train, its BatchNorm layers with the global batch's statistics)
+        and the objective on the gathered batch (:class:`gca.distributed.GatheredObjective`: the generator's
+        work is repeated on every process)."""
+        if self.dist.world_size == 1:
+            self.train_model, self.train_objective = self.model, self.objective
+            return
+        from torch.nn.parallel import DistributedDataParallel
+        # batch statistics over the global batch, as one process on it would have them
+        use_global_batchnorm(self.model)
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        if getattr(self, "_ddp_trainable", None) != trainable:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            self._ddp_trainable = trainable
+        self.train_objective = GatheredObjective(self.objective)
+
     def _budget_left(self) -> bool:
         s = self.cfg.solver
         return self.epoch < s.epochs and (s.max_steps is None or self.step < s.max_steps)
@@ -381,7 +439,7 @@ class Trainer:
             if not self._budget_left():
                 break
         result = self.test()
-        if self.cfg.plots:
+        if self.cfg.plots and self.writes:
             from gca.train.plots import plot_run
             plot_run(self.run_dir)
             if self.cfg.eval.test:
@@ -392,6 +450,7 @@ class Trainer:
         """The rest of the current epoch's steps (all of them unless resumed mid-epoch or out of budget)."""
         s = self.cfg.solver
         self._set_warmup()
+        self._wrap_for_processes()
         self.sampler.set_epoch(self.epoch)
         self.model.train()
         self.objective.train()
@@ -446,8 +505,8 @@ class Trainer:
         """One training step; ``None`` when ``solver.nonfinite="skip"`` skipped it for a NaN/inf loss."""
         s = self.cfg.solver
         try:
-            logs = train_step(self.model, self.objective, images, labels, self.optimisers, amp_autocast=self._autocast,
-                              clip_value=s.grad_clip_value, step=self.step,
+            logs = train_step(self.train_model, self.train_objective, images, labels, self.optimisers,
+                              amp_autocast=self._autocast, clip_value=s.grad_clip_value, step=self.step,
                               fused=self.cfg.gca.enabled and self.cfg.gca.step == "fused")
         except NonFiniteLossError as exc:
             if s.nonfinite == "raise":
@@ -564,7 +623,9 @@ class Trainer:
         result = {"name": self.cfg.name, "checkpoint": selected, "epochs": self.epoch, "steps": self.step,
                   "gca": self.cfg.gca.enabled, **metrics}
         self._log({"kind": kind, **result})
-        atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2))
+        if self.writes:
+            atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2))
+        self._barrier()
         return result
 
     def _test_selected(self):

@@ -1,0 +1,71 @@
+"""The trainer under torchrun's environment: two gloo processes train as one process on the global batches."""
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from gca.testing.runs import comparable_records, tiny_run_overrides
+from gca.train import Trainer, load_config
+from gca.train.checkpoint import load_checkpoint
+
+# no random augmentation and BN statistics frozen: a process's half batch then computes exactly what the
+# whole batch computes for those samples, so the runs can be compared number for number
+COMMON = ("data.transform=tensor", "model.bn_freeze=true", "solver.epochs=2", "eval.every_epochs=1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, tmp, overrides):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = load_config("omniglot", tiny_run_overrides(tmp, *overrides))
+    result = Trainer(cfg, progress=False).fit()
+    with open(os.path.join(tmp, f"result_rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+@pytest.mark.parametrize("method", ["gca.enabled=false", "gca.enabled=true"])
+def test_two_processes_train_as_one(tmp_path, method):
+    ddp = [*COMMON, method, "data.classes_per_batch=2", f"output_dir={tmp_path / 'ddp'}", "name=run"]
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), ddp), nprocs=2, join=True)
+    one = [*COMMON, method, "data.classes_per_batch=4", f"output_dir={tmp_path / 'one'}", "name=run"]
+    torch.set_num_threads(1)
+    expected = Trainer(load_config("omniglot", tiny_run_overrides(tmp_path, *one)), progress=False).fit()
+
+    # every process ends with the one-process run's result; the weights agree to float rounding (sums over
+    # processes add in another order), so a retrieval metric may move by a near-tie among the 12 queries
+    results = [json.loads((tmp_path / f"result_rank{r}.json").read_text()) for r in range(2)]
+    for result in results:
+        assert result.keys() == expected.keys()
+        for key, value in expected.items():
+            assert result[key] == (pytest.approx(value, abs=0.02) if isinstance(value, float) else value), key
+    # one set of files, written once: the same records as the one-process run, no duplicates
+    got_records = comparable_records(tmp_path / "ddp" / "run")
+    want_records = comparable_records(tmp_path / "one" / "run")
+    assert [r["kind"] for r in got_records] == [r["kind"] for r in want_records]
+    for got, want in zip(got_records, want_records):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if got["kind"] in ("val", "test") and isinstance(value, float):
+                close = pytest.approx(value, abs=0.02)
+            else:
+                close = pytest.approx(value, rel=1e-4, abs=1e-5) if isinstance(value, float) else value
+            assert got[key] == close, (got["kind"], key)
+    got = load_checkpoint(tmp_path / "ddp" / "run" / "last.pt")
+    want = load_checkpoint(tmp_path / "one" / "run" / "last.pt")
+    for part in ("model", "objective"):
+        assert got[part].keys() == want[part].keys()
+        for key, value in want[part].items():
+            # AdamW turns rounding-level differences of gradients that are zero up to rounding (an edge's two
+            # key biases) into steps of up to the learning rate: 1e-4 absolute, far below what a wrong
+            # gradient or per-process statistics move (the first loss alone then differs by a factor 4)
+            torch.testing.assert_close(got[part][key], value, rtol=1e-3, atol=1e-4, equal_nan=True,
+                                       msg=lambda m, key=key: f"{part}.{key}: {m}")
