@@ -34,9 +34,11 @@ def _train(args) -> int:
     trainer = Trainer(cfg, progress=not args.no_progress)
     if args.resume:
         resumed = trainer.resume(args.resume if args.resume != "auto" else None)
-        print(f"[gca] {'resumed from' if resumed else 'no checkpoint to resume in'} {trainer.run_dir}")
+        if trainer.writes:
+            print(f"[gca] {'resumed from' if resumed else 'no checkpoint to resume in'} {trainer.run_dir}")
     result = trainer.fit()
-    print(json.dumps(result, indent=2))
+    if trainer.writes:      # under torchrun: rank 0 only
+        print(json.dumps(result, indent=2))
     return 0
 
 
@@ -59,12 +61,15 @@ def _compare(args) -> int:
     for method, enabled in (("baseline", "false"), ("+ GCA-HNG", "true")):
         name = f"{base.name}_{'gca' if enabled == 'true' else 'baseline'}"
         cfg = load_config(args.config, list(args.overrides) + [f"gca.enabled={enabled}", f"name={name}"])
-        print(f"[gca] training {cfg.name} ({method}) ...", flush=True)
         trainer = Trainer(cfg, progress=not args.no_progress)
+        if trainer.writes:
+            print(f"[gca] training {cfg.name} ({method}) ...", flush=True)
         if args.resume:
             trainer.resume()
         result = trainer.fit()
         rows.append({"method": f"{cfg.loss.metric} {method}", **result})
+    if not trainer.writes:      # under torchrun: rank 0 writes and prints the comparison
+        return 0
     table = format_table(rows)
     out = Path(base.output_dir) / f"{base.name}_comparison.md"
     budget = f"{base.solver.epochs} epochs" + (
