@@ -227,3 +227,25 @@ def use_global_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
         elif type(m) is torch.nn.BatchNorm2d:
             m.__class__ = GlobalBatchNorm2d
     return module
+
+
+def shard_range(length: int, rank: int, world_size: int) -> range:
+    """The contiguous block of ``range(length)`` that process ``rank`` of ``world_size`` handles (the blocks
+    cover it in order; their sizes differ by at most one)."""
+    base, extra = divmod(length, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def all_gather_rows(tensor: Tensor, group=None) -> Tensor:
+    """Every process's ``tensor`` stacked in rank order when the row counts differ (no gradient): each
+    process's rows are padded to the longest, gathered, and cut back."""
+    world = dist.get_world_size(group)
+    count = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
+    counts = [torch.empty_like(count) for _ in range(world)]
+    dist.all_gather(counts, count, group=group)
+    longest = int(max(c.item() for c in counts))
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[:tensor.shape[0]] = tensor
+    parts = all_gather_no_grad(padded, group).split(longest)
+    return torch.cat([part[:int(c.item())] for part, c in zip(parts, counts)])

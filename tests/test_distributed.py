@@ -7,7 +7,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gca.distributed import GatheredObjective, ProcessGroupInfo, all_gather_with_grad, use_global_batchnorm
+from gca.distributed import (
+    GatheredObjective,
+    ProcessGroupInfo,
+    all_gather_rows,
+    all_gather_with_grad,
+    shard_range,
+    use_global_batchnorm,
+)
 
 WORLD = 2
 ROWS, DIM = 3, 5
@@ -233,3 +240,32 @@ def test_global_batchnorm_is_batchnorm_of_the_concatenated_batch(tmp_path):
     # the affine parameters' gradients: each process holds its samples' share (DDP sums and averages them)
     torch.testing.assert_close(weight_grad, bn.weight.grad)
     torch.testing.assert_close(bias_grad, bn.bias.grad)
+
+
+# ------------------------------------------------------------------------------- evaluation in blocks
+@pytest.mark.parametrize("length, world", [(0, 2), (1, 2), (7, 2), (7, 3), (12, 5)])
+def test_shard_ranges_cover_in_order(length, world):
+    blocks = [shard_range(length, r, world) for r in range(world)]
+    assert [i for b in blocks for i in b] == list(range(length))
+    assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+
+
+def _rows_worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        block = shard_range(7, rank, WORLD)
+        rows = torch.arange(7 * 3, dtype=torch.float).view(7, 3)[block.start:block.stop]
+        labels = torch.arange(7)[block.start:block.stop] * 10
+        torch.save({"rows": all_gather_rows(rows), "labels": all_gather_rows(labels)},
+                   os.path.join(out_dir, f"rows{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_uneven_blocks_gather_back_in_order(tmp_path):
+    mp.spawn(_rows_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"rows{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got["rows"], torch.arange(21, dtype=torch.float).view(7, 3))
+        assert got["labels"].tolist() == [0, 10, 20, 30, 40, 50, 60]

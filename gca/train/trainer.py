@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from gca.backbones import EmbeddingModel, create_backbone
@@ -34,7 +34,13 @@ from gca.data import (
     split_classes,
 )
 from gca.data.registry import canonical_name
-from gca.distributed import GatheredObjective, ProcessGroupInfo, use_global_batchnorm
+from gca.distributed import (
+    GatheredObjective,
+    ProcessGroupInfo,
+    all_gather_rows,
+    shard_range,
+    use_global_batchnorm,
+)
 from gca.evaluation import embed_dataset, retrieval_metrics
 from gca.io import atomic_save, atomic_write_text
 from gca.losses import create_metric_loss
@@ -583,11 +589,17 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ evaluation
     def embed(self, dataset):
-        """Embeddings and labels of ``dataset`` (in order) with the current model, on the run's device."""
-        loader = DataLoader(dataset, batch_size=self.cfg.eval.batch_size, shuffle=False,
+        """Embeddings and labels of ``dataset`` (in order) with the current model, on the run's device. Under
+        torchrun each process embeds its block of the items and every process gets them all."""
+        world = self.dist.world_size
+        part = dataset if world == 1 else Subset(dataset, shard_range(len(dataset), self.dist.rank, world))
+        loader = DataLoader(part, batch_size=self.cfg.eval.batch_size, shuffle=False,
                             num_workers=self.cfg.data.num_workers, generator=self._loader_generator())
-        return embed_dataset(self.model, loader, self.device, amp=self.amp_dtype is not None,
-                             amp_dtype=self.amp_dtype, progress=False, keep_on_device=True)
+        embeddings, labels = embed_dataset(self.model, loader, self.device, amp=self.amp_dtype is not None,
+                                           amp_dtype=self.amp_dtype, progress=False, keep_on_device=True)
+        if world == 1:
+            return embeddings, labels
+        return all_gather_rows(embeddings), all_gather_rows(labels.to(embeddings.device)).to(labels.device)
 
     def evaluate(self, dataset, gallery=None) -> Dict[str, float]:
         return self._score(dataset, gallery)[0]
