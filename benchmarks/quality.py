@@ -313,6 +313,8 @@ def plot_curves(rows: List[dict], workdir: Path, dataset: str, path: Path) -> Op
     drawn = False
     for i, row in enumerate(group):
         curves = []
+        if row["method"] not in overrides_of:    # a row kept from an earlier setting: its runs are not here
+            continue
         for run in row["runs"]:
             records = read_metrics(workdir / dataset / run_name(overrides_of[row["method"]], run["seed"]))
             curves.append([(r["step"], 100 * r["R@1"]) for r in records if r["kind"] == "val"])
