@@ -191,9 +191,93 @@ def _check_synthesis_inputs(embeddings: Tensor, labels: Tensor, edge_index: Tens
 def _interpolate_and_mix(work: Tensor, lam: Optional[Tensor], d_pos: Tensor, gamma: Union[float, Tensor],
                          anchor: Tensor, negative: Tensor, cand_edges: Tensor, group: Tensor, weights: Tensor,
                          num_groups: int, anchor_gradient: bool) -> Tensor:
+    """The plain path: interpolation and mixing as autograd composes them (the reference of
+    :class:`_InterpolateAndMix`)."""
     lam_c = None if lam is None else lam[cand_edges].to(work.dtype)
     candidates = hardness_interpolation(work[anchor], work[negative], d_pos[anchor], gamma, lam_c, anchor_gradient)
     return scatter(weights.unsqueeze(-1) * candidates, group, dim=0, dim_size=num_groups, reduce="sum")
+
+
+class _InterpolateAndMix(torch.autograd.Function):
+    r""":func:`_interpolate_and_mix` with its gradient written out: the forward stores only its inputs, the
+    backward rebuilds ``d-`` and the ratio ``r`` and applies the chain rule in a few ``[M, D]`` passes, where
+    autograd would store (or, checkpointed, recompute and then store) about ten ``[M, D]`` intermediates and
+    run twenty-odd backward kernels.
+
+    With ``x = a - n``, ``d- = sqrt(|x|^2 + eps)``, ``s = gamma lambda`` and
+    ``r = (d+ + (d- - d+) s) / d-``, an active candidate (``d- > d+``) is ``a - r x`` and, for the upstream
+    gradient ``g`` of its row (times its mixing weight),
+
+    .. math::
+        \partial_n = g r - c\,x,\quad \partial_a = g (1 - r) + c\,x,\quad
+        \partial_{\lambda} = -\gamma (1 - d^+/d^-)\, g x,\quad
+        \partial_{d^+} = t / d^-,\quad c = -t\,d^+ / (d^-)^3,\quad t = -\textstyle\sum_c g_c x_c (1 - s_c);
+
+    an inactive one is ``n`` (``\partial_n = g``). Routed (``anchor_gradient=False``) only ``g r`` (active) or
+    ``g`` reaches the negatives. Not twice differentiable; ``gamma`` carries no gradient (the callers fall back
+    to the plain path when it does).
+    """
+
+    @staticmethod
+    def forward(ctx, work, lam, d_pos, gamma, anchor, negative, cand_edges, group, weights, num_groups,
+                anchor_gradient):
+        # the plain path's operations in its order, in place where autograd would keep a copy: the same
+        # values, bit for bit, with four [M, D] buffers alive instead of about eight
+        a, n = work[anchor], work[negative]
+        x = a - n
+        d_neg = (x.pow(2).sum(-1) + 1e-12).sqrt()
+        d_p = d_pos[anchor]
+        if lam is None:
+            ratio = ((d_p + (d_neg - d_p) * gamma) / d_neg).unsqueeze(-1)
+        else:
+            ratio = lam[cand_edges].to(work.dtype).mul_(gamma)
+            ratio.mul_((d_neg - d_p).unsqueeze(-1)).add_(d_p.unsqueeze(-1)).div_(d_neg.unsqueeze(-1))
+        moved = x.neg_().mul_(ratio).add_(a)
+        del a, ratio
+        inactive = d_neg <= d_p
+        moved[inactive] = n[inactive]
+        del n
+        out = scatter(moved.mul_(weights.unsqueeze(-1)), group, dim=0, dim_size=num_groups, reduce="sum")
+        ctx.save_for_backward(work, lam, d_pos, anchor, negative, cand_edges, group, weights)
+        ctx.gamma = gamma.detach() if isinstance(gamma, Tensor) else gamma
+        ctx.anchor_gradient = anchor_gradient
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        work, lam, d_pos, anchor, negative, cand_edges, group, weights = ctx.saved_tensors
+        gamma = ctx.gamma
+        g = grad_out.to(work.dtype)[group] * weights.unsqueeze(-1)
+        x = work[anchor] - work[negative]
+        d_neg = (x.pow(2).sum(-1) + 1e-12).sqrt()
+        d_p = d_pos[anchor]
+        active = (d_neg > d_p).unsqueeze(-1)
+        scale = gamma if lam is None else gamma * lam[cand_edges].to(work.dtype)
+        ratio = (d_p.unsqueeze(-1) + (d_neg - d_p).unsqueeze(-1) * scale) / d_neg.unsqueeze(-1)
+        grad_negative = torch.where(active, g * ratio, g)
+        grad_work = torch.zeros_like(work)
+        if not ctx.anchor_gradient:
+            return (grad_work.index_add_(0, negative, grad_negative),) + (None,) * 10
+        grad_anchor = torch.where(active, g - g * ratio, 0.0)
+        gx = g.mul_(x).masked_fill_(~active, 0.0)                 # g x: minus the gradient of r per channel
+        del g, ratio
+        t = -(gx * (1 - scale)).sum(-1) if isinstance(scale, Tensor) and scale.dim() else \
+            -(1 - scale) * gx.sum(-1)
+        coef = (-t * d_p / d_neg.pow(3)).unsqueeze(-1) * x
+        grad_anchor.add_(coef)
+        grad_negative.sub_(coef)
+        del coef, x
+        grad_work.index_add_(0, anchor, grad_anchor).index_add_(0, negative, grad_negative)
+        grad_d_pos = torch.zeros_like(d_pos).index_add_(0, anchor, t / d_neg) if ctx.needs_input_grad[2] else None
+        grad_lam = None
+        if lam is not None and ctx.needs_input_grad[1]:
+            rows = gx.mul_((-gamma * (1 - d_p / d_neg)).unsqueeze(-1))
+            if lam.shape[1] == 1:
+                rows = rows.sum(-1, keepdim=True)
+            grad_lam = torch.zeros(lam.shape, dtype=work.dtype, device=lam.device)
+            grad_lam = grad_lam.index_add_(0, cand_edges, rows).to(lam.dtype)
+        return (grad_work, grad_lam, grad_d_pos) + (None,) * 8
 
 
 def synthesize_negatives(
@@ -230,9 +314,11 @@ def synthesize_negatives(
             of its negative class would otherwise pull the anchor, which makes up most of a hard synthetic,
             towards that class's proxy; routed, the same loss pushes the negatives away from the anchor's
             class, which is what a hard negative is for.
-        recompute: keep only the inputs of the interpolation and mixing for the backward pass and recompute
-            the rest there (:func:`torch.utils.checkpoint.checkpoint`): about ten ``[M, D]`` tensors per call
-            (``M`` candidate edges) are not stored, the same values and gradients (``False``: the plain path).
+        recompute: keep only the inputs of the interpolation and mixing for the backward pass, which rebuilds
+            ``d-`` and the ratio there and applies the written-out gradient (:class:`_InterpolateAndMix`; with a
+            ``gamma`` that needs a gradient, :func:`torch.utils.checkpoint.checkpoint` of the plain path): about
+            ten ``[M, D]`` tensors per call (``M`` candidate edges) are not stored, the same values and
+            gradients (``False``: the plain path, autograd's composition).
     """
     check_choice("mixing", mixing, MIXING_MODES)
     check_choice("negatives_per_class", negatives_per_class, NEGATIVES_PER_CLASS)
@@ -249,10 +335,15 @@ def synthesize_negatives(
         cand_edges, anchor, negative, group = cand_edges[keep], anchor[keep], negative[keep], group[keep]
     # the random draws stay outside the recomputed part: a recomputation must not draw again
     weights = mixing_weights(group, keys.numel(), mixing, generator, work.dtype)
+    if not anchor_gradient and lam is not None:
+        lam = lam.detach()                        # routed, the ratio is constant: lambda gets no gradient
     args = (work, lam, d_pos, gamma, anchor, negative, cand_edges, group, weights, keys.numel(), anchor_gradient)
     needs_grad = work.requires_grad or (lam is not None and lam.requires_grad)
     if recompute and needs_grad and torch.is_grad_enabled():
-        synthetic = checkpoint(_interpolate_and_mix, *args, use_reentrant=False)
+        if isinstance(gamma, Tensor) and gamma.requires_grad:
+            synthetic = checkpoint(_interpolate_and_mix, *args, use_reentrant=False)
+        else:
+            synthetic = _InterpolateAndMix.apply(*args)
     else:
         synthetic = _interpolate_and_mix(*args)
     return Synthetics(embeddings=synthetic, labels=class_ids[keys % num_cls], anchor_index=keys // num_cls,

@@ -154,3 +154,74 @@ def test_recomputed_synthesis_equals_the_stored_one(anchor_gradient, mixing, neg
         if b is not None:
             assert b.abs().sum() > 0
             torch.testing.assert_close(a, b)
+
+
+def _interpolation_inputs(lam_width, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(11)
+    z = torch.randn(12, 5, generator=gen, dtype=dtype)
+    z[7] = z[2]                                   # a negative equal to its anchor: d- = 0 <= d+ (left as it is)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 5])
+    edge_index = gca.build_batch_graph(z, y).edge_index
+    lam = None if lam_width is None else torch.rand(edge_index.shape[1], lam_width, generator=gen, dtype=dtype)
+    return z, y, edge_index, lam
+
+
+@pytest.mark.parametrize("lam_width", [5, 1, None])
+@pytest.mark.parametrize("grad_of", ["both", "embeddings", "lam"])
+@pytest.mark.parametrize("anchor_gradient", [True, False])
+def test_written_out_synthesis_gradient_equals_autograd(lam_width, grad_of, anchor_gradient):
+    """The fast backward of the synthesis (:class:`gca.synthesis._InterpolateAndMix`) against autograd's
+    composition, for per-channel, per-pair and no lambda, with the gradient wanted by phase A (embeddings),
+    phase C (lambda) or both, and a candidate with ``d- <= d+`` (an exact duplicate of its anchor)."""
+    z0, y, edge_index, lam0 = _interpolation_inputs(lam_width)
+    if lam0 is None and grad_of == "lam":
+        pytest.skip("no lambda to differentiate")
+    upstream = None
+    results, values = [], []
+    for recompute in (True, False):
+        z = z0.clone().requires_grad_(grad_of in ("both", "embeddings"))
+        lam = None if lam0 is None else lam0.clone().requires_grad_(grad_of in ("both", "lam"))
+        s = synthesize_negatives(z, y, edge_index, lam, gamma=0.4, generator=torch.Generator().manual_seed(3),
+                                 anchor_gradient=anchor_gradient, recompute=recompute)
+        if upstream is None:
+            upstream = torch.randn(s.embeddings.shape, generator=torch.Generator().manual_seed(5), dtype=z.dtype)
+        wanted = [t for t in (z, lam) if t is not None and t.requires_grad]
+        values.append(s.embeddings.detach())
+        if not s.embeddings.requires_grad:       # routed with only lambda asking: nothing reaches it
+            results.append(None)
+            continue
+        results.append(torch.autograd.grad((s.embeddings * upstream).sum(), wanted, allow_unused=True))
+    torch.testing.assert_close(values[0], values[1], rtol=0, atol=0)
+    fast, plain = results
+    if plain is None:
+        assert fast is None
+        return
+    for a, b in zip(fast, plain):
+        assert (a is None) == (b is None)
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("lam_width", [5, 1])
+def test_written_out_synthesis_gradient_passes_gradcheck(lam_width):
+    z0, y, edge_index, lam0 = _interpolation_inputs(lam_width)
+    z0[7] += 0.5                                  # gradcheck's finite differences need d- away from d+
+
+    def synthetics(z, lam):
+        return synthesize_negatives(z, y, edge_index, lam, gamma=torch.tensor(0.7, dtype=torch.float64),
+                                    generator=torch.Generator().manual_seed(3), recompute=True).embeddings
+
+    assert torch.autograd.gradcheck(synthetics, (z0.requires_grad_(), lam0.requires_grad_()))
+
+
+def test_synthesis_with_a_gamma_that_needs_a_gradient_keeps_it():
+    """A gamma with a gradient takes the checkpointed plain path: its gradient is autograd's."""
+    z, y, edge_index, lam = _interpolation_inputs(5)
+    grads = []
+    for recompute in (True, False):
+        gamma = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+        s = synthesize_negatives(z, y, edge_index, lam, gamma=gamma, generator=torch.Generator().manual_seed(3),
+                                 recompute=recompute)
+        grads.append(torch.autograd.grad(s.embeddings.sum(), gamma)[0])
+    assert grads[0] != 0
+    torch.testing.assert_close(grads[0], grads[1])
