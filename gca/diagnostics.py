@@ -26,21 +26,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from gca.synthesis import Synthetics, candidate_edges, positive_distance
+from gca.synthesis import Synthetics, batch_positive_distance, candidate_edges
 
 
 @torch.no_grad()
 def generator_diagnostics(embeddings: Tensor, labels: Tensor, edge_index: Tensor, lam: Tensor,
-                          synthetics: Synthetics, classifier: Optional[nn.Module] = None) -> Dict[str, float]:
+                          synthetics: Synthetics, classifier: Optional[nn.Module] = None,
+                          memory: Optional[Tensor] = None) -> Dict[str, float]:
     """Diagnostics of one generator pass (see the module docstring for each key).
 
+    With a cross-batch memory, ``memory`` holds the entries that joined the graph (nodes ``B..N-1``, their
+    labels in ``labels[B:]``): they count as candidates and as real negatives, never as anchors.
+
     Shapes:
-        embeddings ``[B, D]``, labels ``[B]``, edge_index ``[2, E]`` (row 1 the anchor), lam ``[E, D]`` or
-        ``[E, 1]``, synthetics of ``S`` rows -> a dict of floats
+        embeddings ``[B, D]``, labels ``[N]``, edge_index ``[2, E]`` (row 1 the anchor), lam ``[E, D]`` or
+        ``[E, 1]``, synthetics of ``S`` rows, memory ``[N - B, D]`` -> a dict of floats
     """
     z, lam = embeddings.detach().float(), lam.detach().float()
     b = z.shape[0]
-    used = candidate_edges(labels, edge_index)
+    if memory is not None and memory.shape[0]:
+        z = torch.cat([z, memory.detach().float()])
+    labels_all, labels = labels, labels[:b]
+    used = candidate_edges(labels_all, edge_index, num_anchors=b)
     out: Dict[str, float] = {}
     if used.any():
         lam_used, anchor = lam[used], edge_index[1, used]
@@ -52,13 +59,13 @@ def generator_diagnostics(embeddings: Tensor, labels: Tensor, edge_index: Tensor
         var = scatter((lam_used - mean[anchor]).pow(2), anchor, dim=0, dim_size=b, reduce="sum") / count
         has = torch.bincount(anchor, minlength=b) > 0
         out["diag_lambda_negative_std"] = float(var[has].sqrt().mean())
-        d_pos, _ = positive_distance(z, labels)
+        d_pos = batch_positive_distance(z, labels_all, b)
         d_neg = (z[edge_index[0, used]] - z[anchor]).norm(dim=1)
         out["diag_unchanged"] = float((d_neg <= d_pos[anchor]).float().mean())
     if len(synthetics):
         zn = F.normalize(z, dim=1)
-        cos_real = zn @ zn.T
-        cos_real = cos_real.masked_fill(labels.unsqueeze(0) == labels.unsqueeze(1), -2.0)
+        cos_real = zn[:b] @ zn.T                 # each anchor against every real sample of the graph
+        cos_real = cos_real.masked_fill(labels.unsqueeze(1) == labels_all.unsqueeze(0), -2.0)
         hardest = cos_real.max(dim=1).values[synthetics.anchor_index]
         cos_syn = (F.normalize(synthetics.embeddings.detach().float(), dim=1) * zn[synthetics.anchor_index]).sum(1)
         out["diag_cos_synthetic"] = float(cos_syn.mean())

@@ -163,6 +163,10 @@ class GatheredObjective(torch.nn.Module):
     def end_epoch(self) -> None:
         self.objective.end_epoch()
 
+    def end_step(self, embeddings: Tensor, labels: Tensor) -> None:
+        # the global batch in rank order: every process's memory receives the same rows in the same order
+        self.objective.end_step(*self._gathered(embeddings, labels, False))
+
 
 class _AllReduceSum(torch.autograd.Function):
     """The sum over the processes; its gradient is the sum of the processes' gradients."""

@@ -13,10 +13,11 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from gca._checks import check_embeddings_and_labels, check_generator_options, check_label_range
+from gca._checks import check_embeddings_and_labels, check_generator_options, check_int, check_label_range
 from gca._precision import full_precision
 from gca.graph import build_batch_graph
 from gca.heads import ChannelWeightHead, NodeClassifierHead
+from gca.memory import CrossBatchMemory
 from gca.nn.propagation import GraphPropagation
 from gca.synthesis import Synthetics, synthesize_negatives
 
@@ -72,17 +73,21 @@ class GCAGenerator(nn.Module):
         mixing: ``"sequential"``, ``"dirichlet"`` or ``"mean"`` (:func:`gca.synthesis.mixing_weights`).
         symmetric_edges: keep one edge state per unordered pair (:class:`gca.nn.GraphPropagation`), which
             halves the edge work on the full graph with the same result; ``"auto"`` uses it whenever the
-            graph is full and the layer type supports it.
+            graph is full, the layer type supports it and there is no memory.
+        memory_size: ``M > 0`` keeps a cross-batch memory of the last ``M`` embeddings (:mod:`gca.memory`),
+            refreshed by :meth:`remember`; ``0``: none (the batch graph alone).
+        memory_k: memory entries of other classes joined to each anchor.
 
     Shapes:
-        embeddings ``[B, D]``, labels ``[B]`` -> :class:`Generation` (``E`` edges, ``S`` synthetics)
+        embeddings ``[B, D]``, labels ``[B]`` -> :class:`Generation` (``E`` edges, ``S`` synthetics; with a
+        memory the graph, ``node_states`` and ``lam`` also cover the memory entries it chose)
     """
 
     def __init__(self, embedding_dim: int, num_classes: int, *, num_layers: int = 2, heads: int = 4,
                  layer: str = "gca", dropout: float = 0.1, layer_kwargs: Optional[dict] = None,
                  edges: str = "full", k: Optional[int] = None, self_loops: bool = True, per_channel: bool = True,
                  negatives_per_class: str = "all", mixing: str = "sequential",
-                 symmetric_edges: Union[str, bool] = "auto"):
+                 symmetric_edges: Union[str, bool] = "auto", memory_size: int = 0, memory_k: int = 16):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
@@ -91,10 +96,17 @@ class GCAGenerator(nn.Module):
         self.edges, self.k, self.self_loops = edges, k, self_loops
         self.negatives_per_class, self.mixing = negatives_per_class, mixing
         self.propagation = GraphPropagation(embedding_dim, num_layers, heads, layer, dropout, **(layer_kwargs or {}))
+        check_int("memory_size", memory_size, minimum=0)
+        check_int("memory_k", memory_k)
+        self.memory = CrossBatchMemory(memory_size, embedding_dim) if memory_size else None
+        self.memory_k = memory_k
         if symmetric_edges == "auto":
-            symmetric_edges = edges == "full" and self.propagation.supports_pairs
+            symmetric_edges = edges == "full" and self.propagation.supports_pairs and self.memory is None
         elif symmetric_edges and edges != "full":
             raise ValueError("symmetric_edges needs edges='full' (a knn graph is not symmetric)")
+        elif symmetric_edges and self.memory is not None:
+            raise ValueError("symmetric_edges does not work with a cross-batch memory (its edges go one way: "
+                             "memory -> batch); pass symmetric_edges='auto' or False")
         self.symmetric_edges = bool(symmetric_edges)
         self.lambda_head = ChannelWeightHead(embedding_dim, per_channel)
         self.node_head = NodeClassifierHead(embedding_dim, num_classes)
@@ -150,7 +162,9 @@ class GCAGenerator(nn.Module):
             embeddings, labels: the batch; gradients reach ``embeddings`` through the graph.
         """
         self.check_inputs(embeddings, labels)
-        graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops)
+        memory = self.memory.contents() if self.memory is not None else None
+        graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops, memory=memory,
+                                  memory_k=self.memory_k)
         # the propagation and its heads run in the ambient autocast precision (they are the cost); lambda,
         # the logits and everything after them in float32, as the baseline's loss
         if not self.symmetric_edges:
@@ -164,7 +178,7 @@ class GCAGenerator(nn.Module):
                 graph.x, graph.edge_index, graph.edge_attr, graph.same_class, symmetric=True, return_pairs=True)
             directions = torch.where(pair_index[0] == pair_index[1], 1.0, 2.0).to(edge_states.device)
             lam = self.lambda_head(edge_states, row_weight=directions).float()[edge_to_row]
-        node_logits = self.node_head(node_states).float()
+        node_logits = self.node_head(node_states[:graph.num_batch]).float()
         return Propagation(graph, node_states, edge_states, lam, node_logits, edge_to_row)
 
     def synthesize(self, embeddings: Tensor, labels: Tensor, propagation: Propagation,
@@ -185,10 +199,16 @@ class GCAGenerator(nn.Module):
         """
         gamma = torch.as_tensor(gamma, dtype=torch.float32, device=embeddings.device)
         lam = propagation.lam
+        graph = propagation.graph
+        nodes, node_labels = embeddings.float(), labels
+        if graph.num_nodes > graph.num_batch:          # memory entries: candidate negatives, never anchors
+            nodes = torch.cat([nodes, graph.x[graph.num_batch:].detach().float()])
+            node_labels = graph.y
         with full_precision(embeddings.device):
-            synthetics = synthesize_negatives(embeddings.float(), labels, propagation.graph.edge_index,
+            synthetics = synthesize_negatives(nodes, node_labels, graph.edge_index,
                                               lam.detach() if detach_lambda else lam, gamma, self.mixing,
-                                              self.negatives_per_class, generator, anchor_gradient)
+                                              self.negatives_per_class, generator, anchor_gradient,
+                                              num_anchors=graph.num_batch)
         return Generation(propagation.graph, propagation.node_states, propagation.edge_rows, lam,
                           propagation.node_logits, synthetics, gamma, propagation.edge_to_row)
 
@@ -207,7 +227,13 @@ class GCAGenerator(nn.Module):
         return self.synthesize(embeddings, labels, self.propagate(embeddings, labels), gamma,
                                detach_lambda=detach_lambda, anchor_gradient=anchor_gradient, generator=generator)
 
+    @torch.no_grad()
+    def remember(self, embeddings: Tensor, labels: Tensor) -> None:
+        """Put a trained step's batch into the cross-batch memory (nothing without one)."""
+        if self.memory is not None:
+            self.memory.enqueue(embeddings.detach().float(), labels)
+
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_classes={self.num_classes}, edges={self.edges!r}, "
                 f"k={self.k}, mixing={self.mixing!r}, negatives_per_class={self.negatives_per_class!r}, "
-                f"symmetric_edges={self.symmetric_edges}")
+                f"symmetric_edges={self.symmetric_edges}, memory_k={self.memory_k}")

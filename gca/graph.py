@@ -11,7 +11,7 @@ the edge states are symmetric (see :mod:`gca.nn`), so this is the same as the au
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -134,12 +134,52 @@ def knn_edge_index(embeddings: Tensor, k: int, self_loops: bool = True, chunk_si
     return torch.stack([src[order], dst[order]])
 
 
+def memory_edge_index(embeddings: Tensor, labels: Tensor, memory: Tensor, memory_labels: Tensor, k: int,
+                      max_scores: int = KNN_MAX_SCORES) -> Tensor:
+    """For every batch node ``j``, edges from its ``k`` most correlated memory entries of other classes.
+
+    Correlation as in :func:`knn_edge_index` (Pearson, no gradient), in blocks of batch rows holding at most
+    ``max_scores`` scores (one row of ``M`` scores at least). Entries of the node's own class are never
+    chosen; a node with fewer than ``k`` entries of other classes gets all of them.
+
+    Args:
+        embeddings: ``[B, D]`` the batch; labels ``[B]``.
+        memory: ``[M, D]`` memory entries; memory_labels ``[M]``.
+        k: entries per batch node (at least 1; more than ``M`` takes all).
+        max_scores: the most scores held at once.
+
+    Returns:
+        ``[2, B * k']``: row 0 the memory entry (an index into ``memory``), row 1 the batch node; ordered by
+        batch node, then by falling correlation.
+    """
+    check_int("memory_k", k)
+    num_memory = memory.shape[0]
+    take = min(k, num_memory)
+    rows_per_block = max(1, max_scores // max(num_memory, 1))
+    sources, targets = [], []
+    with torch.no_grad():
+        unit_batch = centred_unit(embeddings.detach().float())
+        unit_memory = centred_unit(memory.detach().float())
+        for start in range(0, embeddings.shape[0], rows_per_block):
+            scores = unit_batch[start:start + rows_per_block] @ unit_memory.T
+            scores.masked_fill_(labels[start:start + rows_per_block].unsqueeze(1) == memory_labels.unsqueeze(0),
+                                float("-inf"))
+            best = scores.topk(take, dim=1)
+            keep = best.values > float("-inf")
+            sources.append(best.indices[keep])
+            targets.append(keep.nonzero(as_tuple=True)[0] + start)
+            del scores
+    return torch.stack([torch.cat(sources), torch.cat(targets)])
+
+
 def build_batch_graph(
     embeddings: Tensor,
     labels: Tensor,
     edges: str = "full",
     k: Optional[int] = None,
     self_loops: bool = True,
+    memory: Optional[Tuple[Tensor, Tensor]] = None,
+    memory_k: int = 16,
 ) -> Data:
     """Turn a labelled mini-batch of embeddings into a PyG graph.
 
@@ -152,11 +192,17 @@ def build_batch_graph(
             ``B`` self-loops), which equals ``"full"`` when ``k = B - 1``.
         k: neighbours per node for ``"knn"``, in ``[1, B - 1]``.
         self_loops: keep the edge ``(i -> i)``.
+        memory: optional ``(entries [M, D], labels [M])`` of a cross-batch memory (:mod:`gca.memory`): the
+            entries chosen by :func:`memory_edge_index` join the graph as nodes ``B, B + 1, ...`` (detached),
+            each with edges into the batch nodes that chose it (and its self-loop when ``self_loops``).
+        memory_k: memory entries per batch node.
 
     Returns:
-        ``Data`` with ``x`` ``[B, D]``, ``edge_index`` ``[2, E]`` (row 0 source, row 1 target),
-        ``edge_attr`` ``[E, D]`` (channel-wise correlation, :func:`channel_correlation`), ``y`` ``[B]`` and
-        the boolean ``same_class`` ``[E]``.
+        ``Data`` with ``x`` ``[N, D]``, ``edge_index`` ``[2, E]`` (row 0 source, row 1 target),
+        ``edge_attr`` ``[E, D]`` (channel-wise correlation, :func:`channel_correlation`), ``y`` ``[N]``, the
+        boolean ``same_class`` ``[E]``, ``num_batch`` (``B``) and ``memory_index`` (the memory rows of nodes
+        ``B..N-1``, empty without memory); ``N = B`` plus the memory entries chosen. The batch's edges come
+        first, as without memory.
     """
     check_choice("edges", edges, EDGE_MODES)
     check_embeddings_and_labels(embeddings, labels)
@@ -171,7 +217,23 @@ def build_batch_graph(
         if not 1 <= k <= num_nodes - 1:
             raise ValueError(f"k must be in [1, B-1] = [1, {num_nodes - 1}] for a batch of {num_nodes}, got {k}")
         edge_index = knn_edge_index(embeddings, k, self_loops)
-    edge_attr = channel_correlation(embeddings, edge_index)
-    same_class = labels[edge_index[0]] == labels[edge_index[1]]
-    return Data(x=embeddings, edge_index=edge_index, edge_attr=edge_attr, y=labels, same_class=same_class,
-                num_nodes=num_nodes)
+    x, y = embeddings, labels
+    memory_index = torch.zeros(0, dtype=torch.long, device=embeddings.device)
+    if memory is not None and memory[0].shape[0] > 0:
+        entries, entry_labels = memory
+        if entries.dim() != 2 or entries.shape[1] != embeddings.shape[1] or entry_labels.shape != entries.shape[:1]:
+            raise ValueError(f"memory must be (entries [M, {embeddings.shape[1]}], labels [M]), got "
+                             f"{tuple(entries.shape)} and {tuple(entry_labels.shape)}")
+        chosen = memory_edge_index(embeddings, labels, entries, entry_labels, memory_k)
+        memory_index, node_of_entry = chosen[0].unique(return_inverse=True)
+        memory_nodes = num_nodes + torch.arange(memory_index.numel(), device=embeddings.device)
+        parts = [edge_index, torch.stack([num_nodes + node_of_entry, chosen[1]])]
+        if self_loops:
+            parts.append(torch.stack([memory_nodes, memory_nodes]))
+        edge_index = torch.cat(parts, dim=1)
+        x = torch.cat([embeddings, entries[memory_index].detach().to(embeddings.dtype)])
+        y = torch.cat([labels, entry_labels[memory_index].to(labels.dtype)])
+    edge_attr = channel_correlation(x, edge_index)
+    same_class = y[edge_index[0]] == y[edge_index[1]]
+    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, y=y, same_class=same_class,
+                num_nodes=x.shape[0], num_batch=num_nodes, memory_index=memory_index)

@@ -69,6 +69,9 @@ class GCAHNG(nn.Module):
         symmetric_edges: keep one edge state per unordered pair (:class:`gca.nn.GraphPropagation`), which
             halves the edge work on the full graph with the same result; ``"auto"`` uses it whenever the
             graph is full and the layer type supports it.
+        memory_size, memory_k: a cross-batch memory of the last ``memory_size`` embeddings, ``memory_k``
+            entries of other classes joined to each anchor (:mod:`gca.memory`; 0: none); refreshed by
+            :meth:`end_step`.
         diagnostics: in training mode, :meth:`generator_losses` also returns the ``diag_*`` values of
             :func:`gca.diagnostics.generator_diagnostics` (how hard, class-preserving and varied the
             synthetics are).
@@ -106,6 +109,8 @@ class GCAHNG(nn.Module):
         symmetric_edges="auto",
         diagnostics: bool = True,
         schedule_scale: str = "absolute",
+        memory_size: int = 0,
+        memory_k: int = 16,
     ):
         super().__init__()
         if generator is None:
@@ -113,7 +118,8 @@ class GCAHNG(nn.Module):
                                      dropout=dropout, layer_kwargs=layer_kwargs, edges=edges, k=k,
                                      self_loops=self_loops, per_channel=per_channel,
                                      negatives_per_class=negatives_per_class, mixing=mixing,
-                                     symmetric_edges=symmetric_edges)
+                                     symmetric_edges=symmetric_edges, memory_size=memory_size,
+                                     memory_k=memory_k)
         elif (generator.embedding_dim, generator.num_classes) != (embedding_dim, num_classes):
             raise ValueError(f"the generator was built for D={generator.embedding_dim} and "
                              f"{generator.num_classes} classes, the objective for D={embedding_dim} and {num_classes}")
@@ -212,7 +218,9 @@ class GCAHNG(nn.Module):
         if self.training:
             self.synthetic_weight.update(j_gen)
             if self.diagnostics:
-                diag = generator_diagnostics(z, labels, out.graph.edge_index, out.lam, out.synthetics, self.classifier)
+                graph = out.graph
+                diag = generator_diagnostics(z, graph.y, graph.edge_index, out.lam, out.synthetics, self.classifier,
+                                             memory=graph.x[graph.num_batch:])
                 result.update({k: torch.tensor(v) for k, v in diag.items()})
         return result
 
@@ -249,6 +257,12 @@ class GCAHNG(nn.Module):
         """Move the epoch means of J_m and J_gen into the schedules (call once per epoch)."""
         self.hardness.end_epoch()
         self.synthetic_weight.end_epoch()
+
+    def end_step(self, embeddings: Tensor, labels: Tensor) -> None:
+        """Refresh the generator's cross-batch memory with the step's batch (nothing without one)."""
+        remember = getattr(self.generator, "remember", None)
+        if remember is not None:
+            remember(embeddings, labels)
 
     def extra_repr(self) -> str:
         return (f"alpha={self.hardness.alpha}, beta={self.synthetic_weight.beta}, "

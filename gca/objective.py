@@ -52,6 +52,10 @@ class Objective(Protocol):
     def end_epoch(self) -> None:
         """Move the epoch-level schedules on."""
 
+    def end_step(self, embeddings: Tensor, labels: Tensor) -> None:
+        """After every training step, with the step's batch (detached): a cross-batch memory is refreshed
+        here (:mod:`gca.memory`); nothing for most methods."""
+
 
 class WithoutGenerator:
     """The parts of :class:`Objective` for a method with no learned generator (no phases B and C)."""
@@ -70,6 +74,9 @@ class WithoutGenerator:
 
     def classifier_parameters(self) -> Iterator[nn.Parameter]:
         return iter(())
+
+    def end_step(self, embeddings: Tensor, labels: Tensor) -> None:
+        pass
 
 
 class MetricLossObjective(WithoutGenerator, nn.Module):

@@ -159,11 +159,28 @@ def pick_one_per_group(group: Tensor, generator: Optional[torch.Generator] = Non
     return order[first]
 
 
-def candidate_edges(labels: Tensor, edge_index: Tensor) -> Tensor:
+def candidate_edges(labels: Tensor, edge_index: Tensor, num_anchors: Optional[int] = None) -> Tensor:
     """Boolean ``[E]`` mask of the edges that feed synthesis: source and target (the anchor) differ in
-    class, and the anchor has a positive in the batch."""
-    _, has_positive = _positive_pairs(labels)
+    class, and the anchor has a positive in the batch.
+
+    With ``num_anchors``, only the first ``num_anchors`` nodes (the batch) are anchors and positives; the
+    others (cross-batch memory, :mod:`gca.memory`) are candidate negatives only.
+    """
+    batch = labels.shape[0] if num_anchors is None else num_anchors
+    _, has_positive = _positive_pairs(labels[:batch])
+    if batch < labels.shape[0]:
+        has_positive = torch.cat([has_positive, has_positive.new_zeros(labels.shape[0] - batch)])
     return (labels[edge_index[0]] != labels[edge_index[1]]) & has_positive[edge_index[1]]
+
+
+def batch_positive_distance(embeddings: Tensor, labels: Tensor, num_anchors: Optional[int] = None) -> Tensor:
+    """:func:`positive_distance` of the first ``num_anchors`` rows (the batch) among themselves, 0 for the
+    rest (cross-batch memory entries, which are never anchors)."""
+    batch = labels.shape[0] if num_anchors is None else num_anchors
+    d_pos, _ = positive_distance(embeddings[:batch], labels[:batch])
+    if batch < labels.shape[0]:
+        d_pos = torch.cat([d_pos, d_pos.new_zeros(labels.shape[0] - batch)])
+    return d_pos
 
 
 def _check_synthesis_inputs(embeddings: Tensor, labels: Tensor, edge_index: Tensor, lam: Optional[Tensor],
@@ -291,6 +308,7 @@ def synthesize_negatives(
     generator: Optional[torch.Generator] = None,
     anchor_gradient: bool = True,
     recompute: bool = True,
+    num_anchors: Optional[int] = None,
 ) -> Synthetics:
     """One synthetic negative per (anchor, negative class) from the anchor's graph neighbours.
 
@@ -319,13 +337,15 @@ def synthesize_negatives(
             ``gamma`` that needs a gradient, :func:`torch.utils.checkpoint.checkpoint` of the plain path): about
             ten ``[M, D]`` tensors per call (``M`` candidate edges) are not stored, the same values and
             gradients (``False``: the plain path, autograd's composition).
+        num_anchors: only the first ``num_anchors`` rows are the batch (anchors, and positives for ``d+``); the
+            rest are cross-batch memory entries (:mod:`gca.memory`), candidate negatives only. ``None``: all.
     """
     check_choice("mixing", mixing, MIXING_MODES)
     check_choice("negatives_per_class", negatives_per_class, NEGATIVES_PER_CLASS)
     _check_synthesis_inputs(embeddings, labels, edge_index, lam, gamma)
     work = embeddings if embeddings.dtype in (torch.float32, torch.float64) else embeddings.float()
-    d_pos, _ = positive_distance(work, labels)
-    cand_edges = candidate_edges(labels, edge_index).nonzero(as_tuple=True)[0]
+    d_pos = batch_positive_distance(work, labels, num_anchors)
+    cand_edges = candidate_edges(labels, edge_index, num_anchors).nonzero(as_tuple=True)[0]
     anchor, negative = edge_index[1, cand_edges], edge_index[0, cand_edges]
     class_ids, class_of = labels.unique(return_inverse=True)
     num_cls = class_ids.numel()

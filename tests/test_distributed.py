@@ -97,6 +97,9 @@ CASES = {
     "gca_full_fused": dict(gca=True, fused=True),
     "gca_knn": dict(gca=True, edges="knn"),
     "gca_proxy_anchor": dict(gca=True, loss="proxy_anchor"),
+    # the second step's graph holds the first step's global batch as memory nodes
+    "gca_memory": dict(gca=True, memory=True),
+    "gca_memory_fused": dict(gca=True, memory=True, fused=True),
 }
 IN_DIM, EMB, CLASSES, PER_CLASS = 7, 8, 6, 2
 
@@ -114,6 +117,8 @@ def _setup(case):
     loss = create_metric_loss(spec.get("loss", "npair"), CLASSES, EMB)
     if spec["gca"]:
         graph = {"edges": "knn", "k": 3} if spec.get("edges") == "knn" else {}
+        if spec.get("memory"):
+            graph.update(memory_size=16, memory_k=2)
         objective = GCAHNG(EMB, CLASSES, num_layers=1, heads=2, metric_loss=loss, **graph).train()
     else:
         objective = MetricLossObjective(loss)

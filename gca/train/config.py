@@ -92,6 +92,8 @@ class GCAConfig:
                                             # and one backward for A and C, gca.train.step)
     compile: bool = False                   # torch.compile the propagation blocks (GCAGenerator.compile_layers);
                                             # the first steps pay the compilation; state_dict keys are unchanged
+    memory_size: int = 0                    # cross-batch memory of the last M embeddings (gca.memory); 0: none
+    memory_k: int = 16                      # memory entries of other classes joined to each anchor
 
 
 @dataclass
@@ -468,6 +470,14 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"config key 'gca.compile' must be true or false, {_got(g.compile)}")
     if g.compile and g.enabled and g.generator != "gca":
         raise ValueError(f"config key 'gca.compile' is true, which needs gca.generator=gca, not {g.generator!r}")
+    at_least("gca.memory_size", g.memory_size, 0)
+    at_least("gca.memory_k", g.memory_k, 1)
+    if g.memory_size and g.enabled and g.generator != "gca":
+        raise ValueError(f"config key 'gca.memory_size' is {g.memory_size}, which needs gca.generator=gca, "
+                         f"not {g.generator!r}")
+    if g.memory_size and g.symmetric_edges is True:
+        raise ValueError("config key 'gca.symmetric_edges' is true, which does not work with gca.memory_size > 0 "
+                         "(memory edges go one way); use auto or false")
     _choice("gca.synthetic_loss_mode", g.synthetic_loss_mode, SYNTHETIC_LOSS_MODES)
     _choice("gca.synthetic_gradient", g.synthetic_gradient, SYNTHETIC_GRADIENTS)
     if not (g.symmetric_edges == "auto" or isinstance(g.symmetric_edges, bool)):

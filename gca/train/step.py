@@ -111,7 +111,9 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
     z = z.float()
     logs: Dict[str, float] = {}
     if fused:
-        return _fused_step(objective, z, labels, optimisers, amp_autocast, clip_value, step, logs)
+        _fused_step(objective, z, labels, optimisers, amp_autocast, clip_value, step, logs)
+        objective.end_step(z.detach(), labels)
+        return logs
 
     # phase A (the GNN runs under autocast inside the objective; its losses are float32)
     with amp_autocast():
@@ -121,6 +123,7 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
     _clip(_params(optimisers.metric), clip_value)
     optimisers.metric.step()
     if not trains_generator:
+        objective.end_step(z.detach(), labels)
         return logs
     _clip(_params(optimisers.generator), clip_value)
     optimisers.generator.step()
@@ -137,6 +140,7 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
     _clip(_params(optimisers.generator), clip_value)
     optimisers.generator.step()
     logs.update(_generator_logs(g))
+    objective.end_step(z.detach(), labels)
     return logs
 
 

@@ -231,7 +231,7 @@ class Trainer:
                 classifier_weight=g.classifier_weight, node_loss_weight=g.node_loss_weight,
                 metric_loss=self.metric_loss, symmetric_edges=g.symmetric_edges, schedule_scale=g.schedule_scale,
                 synthetic_loss_mode=g.synthetic_loss_mode, synthetic_gradient=g.synthetic_gradient,
-                diagnostics=g.diagnostics)
+                diagnostics=g.diagnostics, memory_size=g.memory_size, memory_k=g.memory_k)
         self.objective.to(self.device)
         if g.enabled and g.generator == "gca" and g.compile:
             # in place: the state_dict keys stay those of the eager model, so weights load either way

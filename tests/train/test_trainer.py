@@ -61,21 +61,27 @@ def test_training_writes_metrics_checkpoints_and_plots(tmp_path):
     assert cli_main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 0
 
 
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
-    straight = Trainer(load_config(None, _overrides(tmp_path, "name=straight", "plots=false")), progress=False)
+@pytest.mark.parametrize("extra", [[], ["gca.memory_size=40", "gca.memory_k=3"]])
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, extra):
+    """Also with a cross-batch memory: its entries resume with the objective and steer the later steps."""
+    straight = Trainer(load_config(None, _overrides(tmp_path, "name=straight", "plots=false", *extra)),
+                       progress=False)
     straight.fit()
     steps_per_epoch = len(straight.sampler)
     kill_at = steps_per_epoch + 1                         # inside the second epoch
-    first = Trainer(load_config(None, _overrides(tmp_path, "name=killed", "plots=false",
+    first = Trainer(load_config(None, _overrides(tmp_path, "name=killed", "plots=false", *extra,
                                                  f"solver.max_steps={kill_at}", "checkpoint_every_steps=1")),
                     progress=False)
     first.fit()
     del first
-    resumed = Trainer(load_config(None, _overrides(tmp_path, "name=killed", "plots=false")), progress=False)
+    resumed = Trainer(load_config(None, _overrides(tmp_path, "name=killed", "plots=false", *extra)),
+                      progress=False)
     assert resumed.resume()
     assert resumed.step == kill_at and resumed.step_in_epoch == 1
     resumed.fit()
     a, b = straight.state_dict(), resumed.state_dict()
+    if extra:
+        assert int(a["objective"]["generator.memory.filled"]) == 40
     for key in ("model", "objective"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
