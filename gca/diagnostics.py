@@ -60,7 +60,11 @@ def generator_diagnostics(embeddings: Tensor, labels: Tensor, edge_index: Tensor
         has = torch.bincount(anchor, minlength=b) > 0
         out["diag_lambda_negative_std"] = float(var[has].sqrt().mean())
         d_pos = batch_positive_distance(z, labels_all, b)
-        d_neg = (z[edge_index[0, used]] - z[anchor]).norm(dim=1)
+        # from the Gram matrix: no [M, D] temporaries while the step's graph is alive
+        gram = z @ z.T
+        squared = gram.diagonal()
+        source = edge_index[0, used]
+        d_neg = (squared[source] + squared[anchor] - 2 * gram[source, anchor]).clamp_min(0).sqrt()
         out["diag_unchanged"] = float((d_neg <= d_pos[anchor]).float().mean())
     if len(synthetics):
         zn = F.normalize(z, dim=1)

@@ -263,37 +263,44 @@ class _InterpolateAndMix(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        # in place wherever a buffer is not needed again: at most five [M, D] buffers at once
         work, lam, d_pos, anchor, negative, cand_edges, group, weights = ctx.saved_tensors
         gamma = ctx.gamma
-        g = grad_out.to(work.dtype)[group] * weights.unsqueeze(-1)
-        x = work[anchor] - work[negative]
-        d_neg = (x.pow(2).sum(-1) + 1e-12).sqrt()
+        g = grad_out.to(work.dtype)[group].mul_(weights.unsqueeze(-1))
+        x = work[anchor].sub_(work[negative])
+        d_neg = ((x * x).sum(-1) + 1e-12).sqrt()
         d_p = d_pos[anchor]
-        active = (d_neg > d_p).unsqueeze(-1)
-        scale = gamma if lam is None else gamma * lam[cand_edges].to(work.dtype)
-        ratio = (d_p.unsqueeze(-1) + (d_neg - d_p).unsqueeze(-1) * scale) / d_neg.unsqueeze(-1)
-        grad_negative = torch.where(active, g * ratio, g)
+        inactive = d_neg <= d_p
+        scale = gamma if lam is None else lam[cand_edges].to(work.dtype).mul_(gamma)
+        t = grad_lam = None
+        if ctx.anchor_gradient:
+            gx = (g * x).masked_fill_(inactive.unsqueeze(-1), 0.0)   # g x: minus the gradient of r per channel
+            t = (gx * scale).sum(-1) - gx.sum(-1) if isinstance(scale, Tensor) and scale.dim() else \
+                -(1 - scale) * gx.sum(-1)
+            if lam is not None and ctx.needs_input_grad[1]:
+                rows = gx.mul_((-gamma * (1 - d_p / d_neg)).unsqueeze(-1))
+                if lam.shape[1] == 1:
+                    rows = rows.sum(-1, keepdim=True)
+                grad_lam = torch.zeros(lam.shape, dtype=work.dtype, device=lam.device)
+                grad_lam = grad_lam.index_add_(0, cand_edges, rows).to(lam.dtype)
+                del rows
+            del gx
+        if isinstance(scale, Tensor) and scale.dim():
+            ratio = scale.mul_((d_neg - d_p).unsqueeze(-1)).add_(d_p.unsqueeze(-1)).div_(d_neg.unsqueeze(-1))
+        else:
+            ratio = ((d_p + (d_neg - d_p) * scale) / d_neg).unsqueeze(-1)
+        grad_negative = g * ratio
+        grad_negative[inactive] = g[inactive]
+        del ratio, scale
         grad_work = torch.zeros_like(work)
         if not ctx.anchor_gradient:
             return (grad_work.index_add_(0, negative, grad_negative),) + (None,) * 10
-        grad_anchor = torch.where(active, g - g * ratio, 0.0)
-        gx = g.mul_(x).masked_fill_(~active, 0.0)                 # g x: minus the gradient of r per channel
-        del g, ratio
-        t = -(gx * (1 - scale)).sum(-1) if isinstance(scale, Tensor) and scale.dim() else \
-            -(1 - scale) * gx.sum(-1)
-        coef = (-t * d_p / d_neg.pow(3)).unsqueeze(-1) * x
+        grad_anchor = g.sub_(grad_negative)                      # g (1 - r); 0 where inactive
+        coef = x.mul_((-t * d_p / d_neg.pow(3)).unsqueeze(-1))    # 0 where inactive (t is)
         grad_anchor.add_(coef)
         grad_negative.sub_(coef)
-        del coef, x
         grad_work.index_add_(0, anchor, grad_anchor).index_add_(0, negative, grad_negative)
         grad_d_pos = torch.zeros_like(d_pos).index_add_(0, anchor, t / d_neg) if ctx.needs_input_grad[2] else None
-        grad_lam = None
-        if lam is not None and ctx.needs_input_grad[1]:
-            rows = gx.mul_((-gamma * (1 - d_p / d_neg)).unsqueeze(-1))
-            if lam.shape[1] == 1:
-                rows = rows.sum(-1, keepdim=True)
-            grad_lam = torch.zeros(lam.shape, dtype=work.dtype, device=lam.device)
-            grad_lam = grad_lam.index_add_(0, cand_edges, rows).to(lam.dtype)
         return (grad_work, grad_lam, grad_d_pos) + (None,) * 8
 
 
