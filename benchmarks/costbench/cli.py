@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 import costbench
 from costbench.compile_suite import suite_compile
 from costbench.harness import Runner, environment
+from costbench.memory_suite import suite_memory
 from costbench.report import write_markdown, write_plots
 from costbench.steps import suite_steps
 from costbench.suites import (
@@ -74,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--child-timeout", type=float, default=900.0, help="kill a configuration after this many seconds")
     p.add_argument("--suites", nargs="+", default=None, choices=["profile", "backbone", "fast_paths", "propagation",
                                                                   "threads", "large_batch", "steps", "compile",
-                                                                  "generator_step"],
+                                                                  "memory", "generator_step"],
                    help="run only these suites (default: all); the matmul probes always run")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite cost.md and the plots from the cost.json already in --out")
@@ -111,6 +112,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.compile_layers = 1 if q else 2
     args.compile_rounds = 1 if q else 2
     args.compile_backend = "inductor"
+    # memory: a cross-batch memory of 1k-16k entries at the authors' CUB batch, two rounds; quick: a tiny batch
+    args.memory_batch = 24 if q else 81
+    args.memory_per_class = 3
+    args.memory_layers = 1 if q else 2
+    args.memory_rounds = 1 if q else 2
     args.large_sizes = QUICK_LARGE_SIZES if q else LARGE_SIZES
     args.large_k = 16
     args.large_layers = 1 if q else 2
@@ -160,7 +166,7 @@ def main(argv=None) -> int:
     suite_matmul(args, runner, rows, device, "start")
     steps = [("profile", suite_profile), ("backbone", suite_backbone), ("fast_paths", suite_fast_paths),
              ("propagation", suite_propagation), ("threads", suite_threads), ("large_batch", suite_large_batch),
-             ("steps", suite_steps), ("compile", suite_compile),
+             ("steps", suite_steps), ("compile", suite_compile), ("memory", suite_memory),
              ("generator_step", suite_generator_step)]
     assert [name for name, _ in steps] + ["matmul_end"] == list(SUITE_SHARES)
     for name, fn in steps:

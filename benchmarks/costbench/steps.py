@@ -87,7 +87,9 @@ def train_step_setup(cfg: Dict[str, Any], **objective_kwargs):
             return self.z
 
     net = Embeddings().to(device)
-    objective = GCAHNG(cfg["D"], classes, num_layers=cfg["L"], heads=cfg["H"], **objective_kwargs).to(device).train()
+    # the heads cover cfg["num_classes"] when given (classes beyond the batch's: a memory's), else the batch's
+    objective = GCAHNG(cfg["D"], cfg.get("num_classes") or classes, num_layers=cfg["L"], heads=cfg["H"],
+                       **objective_kwargs).to(device).train()
     optimisers = Optimisers(metric=torch.optim.AdamW(net.parameters(), lr=1e-4),
                             generator=torch.optim.AdamW(objective.generator_parameters(), lr=1e-4),
                             classifier=torch.optim.AdamW(objective.classifier_parameters(), lr=1e-4))
