@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 
 import costbench
 from costbench.compile_suite import suite_compile
+from costbench.ddp_suite import suite_ddp
 from costbench.harness import Runner, environment
 from costbench.memory_suite import suite_memory
 from costbench.report import write_markdown, write_plots
@@ -75,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--child-timeout", type=float, default=900.0, help="kill a configuration after this many seconds")
     p.add_argument("--suites", nargs="+", default=None, choices=["profile", "backbone", "fast_paths", "propagation",
                                                                   "threads", "large_batch", "steps", "compile",
-                                                                  "memory", "generator_step"],
+                                                                  "memory", "ddp", "generator_step"],
                    help="run only these suites (default: all); the matmul probes always run")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite cost.md and the plots from the cost.json already in --out")
@@ -117,6 +118,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.memory_per_class = 3
     args.memory_layers = 1 if q else 2
     args.memory_rounds = 1 if q else 2
+    # ddp: one process against two at equal global batch (CPU, gloo)
+    args.ddp_sizes = (32,) if q else (64, 256)
+    args.ddp_per_class = 2
+    args.ddp_layers = 1 if q else 2
+    args.ddp_dim = 64 if q else 128
+    args.ddp_rounds = 1 if q else 2
     args.large_sizes = QUICK_LARGE_SIZES if q else LARGE_SIZES
     args.large_k = 16
     args.large_layers = 1 if q else 2
@@ -166,7 +173,7 @@ def main(argv=None) -> int:
     suite_matmul(args, runner, rows, device, "start")
     steps = [("profile", suite_profile), ("backbone", suite_backbone), ("fast_paths", suite_fast_paths),
              ("propagation", suite_propagation), ("threads", suite_threads), ("large_batch", suite_large_batch),
-             ("steps", suite_steps), ("compile", suite_compile), ("memory", suite_memory),
+             ("steps", suite_steps), ("compile", suite_compile), ("memory", suite_memory), ("ddp", suite_ddp),
              ("generator_step", suite_generator_step)]
     assert [name for name, _ in steps] + ["matmul_end"] == list(SUITE_SHARES)
     for name, fn in steps:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from costbench.compile_suite import compile_markdown, compile_summary_lines
+from costbench.ddp_suite import ddp_markdown
 from costbench.memory_suite import memory_markdown
 from costbench.steps import steps_markdown, steps_summary_lines
 
@@ -272,6 +273,7 @@ def write_markdown(rows: List[Dict[str, Any]], path: Path) -> None:
     out += steps_markdown(rows)
     out += compile_markdown(rows)
     out += memory_markdown(rows)
+    out += ddp_markdown(rows)
     fast = [r for r in rows if r["suite"] == "fast_paths"]
     if fast:
         out += ["", "## Fast paths: before / after", "",

@@ -22,10 +22,10 @@ from costbench.workloads import (
 FIRST_GUESS_FLOATS_PER_EDGE_CHANNEL = 60
 # Share of the time budget of each suite, in running order (relative: a suite gets its share over the sum of
 # the shares of the suites still to run). The scaling suite runs last, so that it also gets whatever the others
-# leave. large_batch, steps, compile and memory were added on top of shares that summed to 1, with the run's budget
+# leave. large_batch, steps, compile, memory and ddp were added on top of shares that summed to 1, with the run's budget
 # raised to match (18 -> 36 min), so that the other suites keep the time they had.
 SUITE_SHARES = {"profile": 0.04, "backbone": 0.08, "fast_paths": 0.13, "propagation": 0.13, "threads": 0.07,
-                "large_batch": 0.33, "steps": 0.25, "compile": 0.45, "memory": 0.2, "generator_step": 0.52,
+                "large_batch": 0.33, "steps": 0.25, "compile": 0.45, "memory": 0.2, "ddp": 0.2, "generator_step": 0.52,
                 "matmul_end": 0.03}
 
 
