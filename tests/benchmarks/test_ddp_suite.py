@@ -23,9 +23,9 @@ def test_ddp_suite_quick(tmp_path):
     batch, dim, half = two["B"], two["D"], two["B"] // 2
     sent = two["bytes_per_step"]
     # four all-gathers per step (phases A, B, C and the memory refresh), each of this process's embeddings and
-    # labels; one all-reduce of the gathered embeddings' gradient; DDP: every parameter of the embedding
-    # network (two linear layers, 256 -> 512 -> D) once
-    assert sent["all_gather"] == 4 * (half * dim * 4 + half * 8)
+    # labels, plus the shape check ([2] int64) before the gather with gradient; one all-reduce of the gathered
+    # embeddings' gradient; DDP: every parameter of the embedding network (256 -> 512 -> D) once
+    assert sent["all_gather"] == 4 * (half * dim * 4 + half * 8) + 2 * 8
     assert sent["all_reduce"] == batch * dim * 4
     assert sent["ddp_all_reduce"] == (256 * 512 + 512 + 512 * dim + dim) * 4
     assert "## One process against two" in (out / "cost.md").read_text()
