@@ -15,12 +15,10 @@ the authors' CUB batch (B = 81 = 27 x 3, L = 2, H = 4, D = 512).
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
-import time
 from typing import Any, Dict, List
 
-from costbench.harness import Memory, Runner, adaptive_counts, now, sync
+from costbench.harness import Memory, Runner
 
 #: variant -> (memory size, symmetric edges)
 MEMORY_VARIANTS = {"no memory": (0, "auto"), "no memory, directed": (0, False), "M = 1k": (1024, "auto"),
@@ -31,10 +29,8 @@ MEMORY_K = 16
 def work_memory_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Time, count the FLOPs of, and measure the peak memory of ``train_step`` with a memory of ``M`` entries."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from costbench.steps import train_step_setup
-    from gca.train.step import train_step
+    from costbench.steps import timed_train_steps, train_step_setup
 
     size, symmetric = MEMORY_VARIANTS[cfg["variant"]]
     device, net, objective, labels, optimisers = train_step_setup(cfg, symmetric_edges=symmetric, memory_size=size,
@@ -46,27 +42,10 @@ def work_memory_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
         entries = torch.randn(size, cfg["D"], generator=gen).to(device)
         entry_labels = (labels.max() + 1 + torch.arange(size) % (classes - int(labels.max()) - 1)).to(device)
         objective.generator.memory.enqueue(entries, entry_labels)
-    mem = Memory(device)
-
-    def one(count: bool = False):
-        counter = FlopCounterMode(display=False) if count else contextlib.nullcontext()
-        sync(device)
-        start, cpu_start = now(), time.process_time()
-        with counter:
-            train_step(net, objective, labels, labels, optimisers)
-        sync(device)
-        return now() - start, time.process_time() - cpu_start, (counter.get_total_flops() if count else None)
-
-    first, _, flops = one(count=True)
-    extra_warmup, repeats = adaptive_counts(first, cfg["warmup"], cfg["repeats"], cfg["config_budget_s"])
-    for _ in range(extra_warmup):
-        one()
-    timed = [one()[:2] for _ in range(repeats)]
+    result = timed_train_steps(cfg, device, Memory(device), net, objective, labels, optimisers)
     out = objective.generate(net(None).detach(), labels)
-    return {"time_step_s": statistics.median(t for t, _ in timed), "cpu_step_s": statistics.median(c for _, c in timed),
-            "time_first_s": first, "warmup": 1 + extra_warmup, "repeats": repeats,
-            "peak_mem_rise_mb": mem.rise_mb(), "flops_step": flops, "nodes": int(out.graph.num_nodes),
-            "edges": int(out.graph.edge_index.shape[1]), "synthetics": len(out.synthetics)}
+    return {**result, "nodes": int(out.graph.num_nodes), "edges": int(out.graph.edge_index.shape[1]),
+            "synthetics": len(out.synthetics)}
 
 
 def suite_memory(args, runner: Runner, rows, device: str) -> None:

@@ -124,9 +124,7 @@ def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Time, count the FLOPs of, and measure the peak memory of ``train_step`` for one variant."""
     if cfg.get("source"):
         _import_gca_from(cfg["source"])
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from gca.train.step import train_step
 
     fused, symmetric, fast, recompute = STEP_VARIANTS[cfg["variant"]]
     layer_kwargs = {"fast": fast} if recompute is None else {"fast": fast, "recompute": recompute}
@@ -134,6 +132,17 @@ def work_step_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
                                                                   layer_kwargs=layer_kwargs)
     step_kwargs = {"fused": True} if fused else {}
     mem = Memory(device)
+
+    return timed_train_steps(cfg, device, mem, net, objective, labels, optimisers, **step_kwargs)
+
+
+def timed_train_steps(cfg: Dict[str, Any], device, mem: Memory, net, objective, labels, optimisers,
+                      **step_kwargs) -> Dict[str, Any]:
+    """Time ``train_step`` on a fixed batch: the first call with its FLOPs counted, warm-up and timed repeats within
+    ``cfg``'s budget; medians of wall and CPU seconds, the peak memory rise since ``mem`` was made."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gca.train.step import train_step
 
     def one(count: bool = False):
         counter = FlopCounterMode(display=False) if count else contextlib.nullcontext()

@@ -1,21 +1,9 @@
 """Smoke test of the cost benchmark's memory suite: ``cost.py --quick --suites memory`` runs it alone and writes
 its rows and its section of ``cost.md``."""
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_memory_suite_quick(tmp_path):
-    out = tmp_path / "results"
-    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "cost.py"), "--quick", "--suites", "memory",
-               "--out", str(out)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [r for r in json.loads((out / "cost.json").read_text()) if r["suite"] == "memory"]
-    assert all(r["status"] == "ok" for r in rows), [r.get("reason") for r in rows]
+def test_memory_suite_quick(quick_suite):
+    rows, report = quick_suite("memory")
     by = {r["variant"]: r for r in rows}
     batch, k = by["no memory"]["B"], by["no memory"]["memory_k"]
     assert by["no memory"]["nodes"] == by["no memory, directed"]["nodes"] == batch
@@ -30,4 +18,4 @@ def test_memory_suite_quick(tmp_path):
         # every anchor joined to k entries of other classes, plus one self-loop per entry chosen
         assert r["edges"] == batch * batch + batch * k + chosen
         assert r["synthetics"] > by["no memory"]["synthetics"]
-    assert "## Cross-batch memory" in (out / "cost.md").read_text()
+    assert "## Cross-batch memory" in report
