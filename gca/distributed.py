@@ -1,16 +1,18 @@
-"""Building blocks for data-parallel training over ``torch.distributed`` (launched by ``torchrun``).
+"""Data-parallel training over ``torch.distributed`` (launched by ``torchrun``) with a global batch graph.
 
-The trainer does not use them yet (it refuses to run as one of several launcher copies); they are the parts
-that a global batch graph needs whatever way its edges are sharded: who this process is
-(:class:`ProcessGroupInfo`), and the batch gathered from every process with each sample's gradient path kept
-(:func:`all_gather_with_grad`). The sampler's share of a global batch is
+Who this process is (:class:`ProcessGroupInfo`); the batch gathered from every process with each sample's
+gradient path kept (:func:`all_gather_with_grad`, :func:`all_gather_rows_with_grad`); the objective on the
+gathered batch (:class:`GatheredObjective`), whose generator either repeats the graph work on every process
+or shards it by edges (:class:`EdgeShard`: each process owns the edges that end in its own samples); BatchNorm
+over the global batch (:func:`use_global_batchnorm`). The sampler's share of a global batch is
 :class:`gca.data.ClassBalancedBatchSampler` with ``rank`` and ``world_size``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -103,26 +105,77 @@ def all_gather_no_grad(tensor: Tensor, group=None) -> Tensor:
 
 
 class GatheredObjective(torch.nn.Module):
-    """Every phase of ``objective`` computed on the batch gathered from all processes.
+    r"""Every phase of ``objective`` computed on the batch gathered from all processes.
 
     Each process hands its own embeddings and labels; the wrapped objective sees the global batch (rank
-    order), so its graph, synthetics and losses are those of one process on the concatenated batch. Every
-    process computes the same losses (the generator's work is repeated on each process, not sharded), so the
-    embedding network's gradient reaching each process is ``N`` times that of the global loss for its own
-    samples (:func:`all_gather_with_grad`) and DDP's average over the ``N`` processes returns the global
-    loss's gradient; the generator, classifier and metric-loss parameters get the same gradient on every
-    process without any averaging (they are not wrapped in DDP). The processes' random number generators
-    must be in step (the same seed, the same draws), as the repeated dropout masks must agree.
+    order), so its graph, synthetics and losses are those of one process on the concatenated batch.
+
+    Gradients and loss scaling. Every process computes the same loss value on the global batch, so the
+    gradient reaching a process's own embeddings through :func:`all_gather_with_grad` is ``N`` times that of
+    the global loss, and DDP's average of the embedding network's gradients over the ``N`` processes returns
+    exactly the global loss's gradient: no ``world_size`` factor to set by hand. The classifier and the
+    metric loss's parameters (proxies) read only gathered tensors: the same gradient on every process, no
+    averaging needed.
+
+    The generator's graph work is either repeated on every process (``shard_edges=False``: the same gradient
+    everywhere, the processes' random number generators in step so that the repeated dropout masks agree)
+    or sharded by edges (``shard_edges=True``, :meth:`gca.GCAGenerator.sharded` with an :class:`EdgeShard`:
+    each process owns the edges into its own samples and about ``1/N`` of the edge work and memory). Sharded,
+    the generator's gradient on process ``r`` is ``N`` times its share ``g_r`` of the global gradient (the
+    gathered outputs' gradients are summed over the processes), so the step averages it over the processes
+    (:meth:`reduce_generator_gradients`) to get ``\sum_r g_r``. The generator's random draws (dropout,
+    mixing weights) then come from a stream of each process's own, forked from the shared one, so the
+    processes' generators stay in step for everything else and draw independently for their edges.
 
     Args:
         objective: the objective to wrap (:class:`gca.objective.Objective`).
         group: the process group (default: the world).
+        shard_edges: shard the generator's graph by edges (when the objective has a generator that can).
     """
 
-    def __init__(self, objective, group=None):
+    def __init__(self, objective, group=None, shard_edges: bool = False):
         super().__init__()
         self.objective = objective
         self.group = group
+        generator = getattr(objective, "generator", None)
+        self.shards_edges = bool(shard_edges) and hasattr(generator, "sharded")
+
+    @contextlib.contextmanager
+    def _generator_work(self, device: torch.device):
+        if not self.shards_edges:
+            yield
+            return
+        shard = EdgeShard.current(self.group)
+        # one draw from the shared stream (the same on every process), then a stream of this process's own
+        seed = int(torch.randint(2 ** 62, (1,)).item()) + shard.rank
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self.objective.generator.sharded(shard):
+            torch.manual_seed(seed)
+            yield
+
+    def reduce_generator_gradients(self) -> None:
+        """Average the generator's gradients over the processes (sharded by edges; nothing otherwise). Called
+        by :func:`gca.train.train_step` after every backward pass that trains the generator."""
+        if not self.shards_edges:
+            return
+        params = list(self.objective.generator_parameters())
+        present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+        dist.all_reduce(present, op=dist.ReduceOp.MAX, group=self.group)
+        grads = []
+        for p, anywhere in zip(params, present.tolist()):
+            if anywhere:
+                if p.grad is None:      # unused here, used on another process
+                    p.grad = torch.zeros_like(p)
+                grads.append(p.grad)
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        flat /= dist.get_world_size(self.group)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     @property
     def metric_loss(self):
@@ -138,18 +191,21 @@ class GatheredObjective(torch.nn.Module):
         return z, all_gather_no_grad(labels, self.group)
 
     def metric_losses(self, embeddings: Tensor, labels: Tensor, generator=None):
-        return self.objective.metric_losses(*self._gathered(embeddings, labels, True), generator=generator)
+        with self._generator_work(embeddings.device):
+            return self.objective.metric_losses(*self._gathered(embeddings, labels, True), generator=generator)
 
     def classifier_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         return self.objective.classifier_loss(*self._gathered(embeddings, labels, False))
 
     def generator_losses(self, embeddings: Tensor, labels: Tensor, generator=None):
-        return self.objective.generator_losses(*self._gathered(embeddings, labels, False), generator=generator)
+        with self._generator_work(embeddings.device):
+            return self.objective.generator_losses(*self._gathered(embeddings, labels, False), generator=generator)
 
     def fused_losses(self, embeddings: Tensor, labels: Tensor, generator=None):
         if not hasattr(self.objective, "fused_losses"):
             raise TypeError(f"{type(self.objective).__name__} has no fused_losses")
-        return self.objective.fused_losses(*self._gathered(embeddings, labels, True), generator=generator)
+        with self._generator_work(embeddings.device):
+            return self.objective.fused_losses(*self._gathered(embeddings, labels, True), generator=generator)
 
     def generator_parameters(self):
         return self.objective.generator_parameters()
@@ -253,3 +309,145 @@ def all_gather_rows(tensor: Tensor, group=None) -> Tensor:
     padded[:tensor.shape[0]] = tensor
     parts = all_gather_no_grad(padded, group).split(longest)
     return torch.cat([part[:int(c.item())] for part, c in zip(parts, counts)])
+
+
+class _AllGatherRowsWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: Tensor, counts: tuple, group) -> Tensor:
+        ctx.group, ctx.rank, ctx.counts = group, dist.get_rank(group), counts
+        longest = max(max(counts), 1)
+        padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+        padded[:tensor.shape[0]] = tensor
+        parts = all_gather_no_grad(padded, group).split(longest)
+        return torch.cat([part[:c] for part, c in zip(parts, counts)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad = grad.contiguous().clone()
+        # as in all_gather_with_grad: every process's loss may read every row
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        start = sum(ctx.counts[:ctx.rank])
+        return grad[start:start + ctx.counts[ctx.rank]], None, None
+
+
+def all_gather_rows_with_grad(tensor: Tensor, group=None, counts: Optional[tuple] = None) -> Tensor:
+    """:func:`all_gather_with_grad` for row counts that differ between the processes (the rows of every
+    process in rank order; the gradient reaching this process's rows is the sum over the processes').
+
+    Args:
+        tensor: ``[n_r, *]`` on process ``r`` (the trailing shape the same everywhere).
+        counts: every process's ``n_r`` when the caller knows them (saves one small all-gather).
+    """
+    if counts is None:
+        world = dist.get_world_size(group)
+        count = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
+        gathered = [torch.empty_like(count) for _ in range(world)]
+        dist.all_gather(gathered, count, group=group)
+        counts = tuple(int(c.item()) for c in gathered)
+    elif counts[dist.get_rank(group)] != tensor.shape[0]:
+        raise ValueError(f"counts say {counts[dist.get_rank(group)]} rows on this process, the tensor has "
+                         f"{tensor.shape[0]}")
+    return _AllGatherRowsWithGrad.apply(tensor, tuple(counts), group)
+
+
+def all_reduce_sum(tensor: Tensor, group=None) -> Tensor:
+    """The sum of ``tensor`` over the processes, differentiable: the gradient reaching each process is the sum
+    of the processes' gradients (each process's loss depends on every process's share)."""
+    return _AllReduceSum.apply(tensor, group)
+
+
+@dataclass(frozen=True)
+class EdgeShard:
+    r"""This process's share of a batch graph built over the global batch: the edges that end in its nodes.
+
+    Process ``r`` of ``N`` owns the block :func:`shard_range` ``(B, r, N)`` of the ``B`` batch nodes (its own
+    samples, when every process holds ``B / N`` of them in rank order) and, with a cross-batch memory, the
+    block ``shard_range(M', r, N)`` of the ``M'`` memory nodes the graph chose. It builds only the edges whose
+    target it owns (:func:`gca.build_batch_graph` with ``shard``), runs every layer's edge work and node update
+    on them, and after each node update the owned rows of every process are gathered
+    (:meth:`gather_nodes`), since an edge needs the states of both its end nodes. Node-level work (input
+    projection, queries, feed-forward blocks: ``O(N D^2)``) is repeated on every process for simplicity; the
+    edge work (``O(E D^2)``) is split: about ``E / N`` edges per process.
+
+    Args:
+        rank, world_size: this process's place (``dist.get_rank()``, ``dist.get_world_size()``).
+        group: the process group (``None``: the world).
+    """
+
+    rank: int
+    world_size: int
+    group: Any = None
+
+    @classmethod
+    def current(cls, group=None) -> "EdgeShard":
+        """The shard of this process in ``group`` (an initialised process group)."""
+        return cls(dist.get_rank(group), dist.get_world_size(group), group)
+
+    def node_blocks(self, num_batch: int, num_memory: int = 0) -> List[Tensor]:
+        """Every process's owned nodes, in rank order: its batch block, then its memory block."""
+        blocks = []
+        for r in range(self.world_size):
+            batch = shard_range(num_batch, r, self.world_size)
+            memory = shard_range(num_memory, r, self.world_size)
+            blocks.append(torch.cat([torch.arange(batch.start, batch.stop),
+                                     num_batch + torch.arange(memory.start, memory.stop)]))
+        return blocks
+
+    def owned_nodes(self, num_batch: int, num_memory: int = 0, device=None) -> Tensor:
+        """``[N]`` bool: the nodes whose incoming edges (and node update) this process computes."""
+        owned = torch.zeros(num_batch + num_memory, dtype=torch.bool)
+        owned[self.node_blocks(num_batch, num_memory)[self.rank]] = True
+        return owned.to(device)
+
+    def gather_nodes(self, states: Tensor, num_batch: int) -> Tensor:
+        """Every node's state, each from the process that owns it.
+
+        Args:
+            states: ``[N, *]`` this process's node states; only the rows it owns are used (the others, whose
+                incoming edges live on other processes, are incomplete).
+            num_batch: ``B``; the nodes after it are memory nodes.
+
+        Returns:
+            ``[N, *]``, differentiable back to every process's owned rows.
+        """
+        blocks = self.node_blocks(num_batch, states.shape[0] - num_batch)
+        own = blocks[self.rank].to(states.device)
+        gathered = all_gather_rows_with_grad(states[own], self.group, tuple(b.numel() for b in blocks))
+        # gathered holds the blocks in rank order; put every row back at its node
+        position = torch.empty(states.shape[0], dtype=torch.long)
+        position[torch.cat(blocks)] = torch.arange(states.shape[0])
+        return gathered[position.to(states.device)]
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        """:func:`all_reduce_sum` over the shard's group (statistics over every process's edges)."""
+        return all_reduce_sum(tensor, self.group)
+
+    def gather_rows(self, tensor: Tensor) -> Tensor:
+        """Every process's rows in rank order, with gradient (:func:`all_gather_rows_with_grad`)."""
+        return all_gather_rows_with_grad(tensor, self.group) if tensor.requires_grad else \
+            all_gather_rows(tensor, self.group)
+
+
+def shard_edge_counts(num_batch: int, world_size: int, rank: int, edges: str = "full", k: Optional[int] = None,
+                      self_loops: bool = True, symmetric: bool = False) -> dict:
+    """How many edges process ``rank`` of ``world_size`` holds of the batch graph over a global batch of
+    ``num_batch`` (no memory), as :func:`gca.build_batch_graph` with an :class:`EdgeShard` builds them.
+
+    With ``T`` owned targets (:func:`shard_range`): ``directed`` = ``B T`` on the full graph (``B T - T``
+    without self-loops), ``T k`` (``+ T``) on knn; ``rows`` (the edge states kept) = ``directed`` except on the
+    full graph with ``symmetric``, where the pairs of two owned nodes keep one state:
+    ``T (T + 1) / 2`` (``T (T - 1) / 2`` without self-loops) plus the ``(B - T) T`` edges from other
+    processes' nodes. One process (``world_size = 1``) keeps ``B (B + 1) / 2`` pair states; ``N`` processes
+    together keep ``B^2 / 2 + B^2 (N - 1) / 2N`` (the edges between two processes' nodes once in each
+    direction).
+    """
+    targets = len(shard_range(num_batch, rank, world_size))
+    loops = targets if self_loops else 0
+    if edges == "knn":
+        directed = targets * k + loops
+        return {"targets": targets, "directed": directed, "rows": directed}
+    directed = num_batch * targets - (0 if self_loops else targets)
+    if not symmetric:
+        return {"targets": targets, "directed": directed, "rows": directed}
+    inside = targets * (targets - 1) // 2 + loops
+    return {"targets": targets, "directed": directed, "rows": inside + (num_batch - targets) * targets}

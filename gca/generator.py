@@ -6,8 +6,9 @@ channel weights :math:`\\lambda` and synthetic negatives (METHOD 2.2-2.4). It ow
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +48,13 @@ class Propagation(_EdgeStates):
 
 @dataclass
 class Generation(_EdgeStates):
-    """Everything one generator pass produces (see :meth:`GCAGenerator.forward`)."""
+    """Everything one generator pass produces (see :meth:`GCAGenerator.forward`).
+
+    Sharded by edges (:meth:`GCAGenerator.sharded`), ``graph``, ``edge_rows`` and ``lam`` are this process's
+    share (the edges into its nodes), ``node_states`` and ``node_logits`` are every node's, ``synthetics`` holds
+    every process's rows in anchor order (its ``edge_ids`` this process's edges, which fed its own rows),
+    ``local_synthetics`` this process's rows, and ``reduce`` sums a statistic over the processes.
+    """
 
     graph: Data
     node_states: Tensor      # [B, D]
@@ -57,6 +64,13 @@ class Generation(_EdgeStates):
     synthetics: Synthetics   # with the ids of the edges that fed them
     gamma: Tensor            # hardness factor used
     edge_to_row: Optional[Tensor] = None
+    local_synthetics: Optional[Synthetics] = None
+    reduce: Optional[Callable[[Tensor], Tensor]] = None
+
+    @property
+    def own_synthetics(self) -> Synthetics:
+        """The rows this process made (all of them without sharding), with their ``edge_ids``."""
+        return self.synthetics if self.local_synthetics is None else self.local_synthetics
 
 
 class GCAGenerator(nn.Module):
@@ -110,6 +124,31 @@ class GCAGenerator(nn.Module):
         self.symmetric_edges = bool(symmetric_edges)
         self.lambda_head = ChannelWeightHead(embedding_dim, per_channel)
         self.node_head = NodeClassifierHead(embedding_dim, num_classes)
+        self.edge_shard = None
+
+    @contextlib.contextmanager
+    def sharded(self, shard):
+        """Within the block, build and propagate only this process's share of the graph over a global batch.
+
+        ``shard`` is a :class:`gca.distributed.EdgeShard`; every process must call the generator with the same
+        global batch (embeddings gathered with their gradient, :func:`gca.distributed.all_gather_with_grad`).
+        Each process builds the edges that end in its nodes (:func:`gca.build_batch_graph` with ``shard``),
+        propagates them, gathering the node states after every node update, normalises lambda with the
+        statistics of every process's edges and synthesises its anchors' negatives; the synthetics are then
+        gathered, so every loss on them is the one-process loss. A loss on a :class:`Generation` gives each
+        process's share of the generator's gradient times ``N``: average the generator's gradients over the
+        processes (:meth:`gca.distributed.GatheredObjective.reduce_generator_gradients`). On the full graph
+        with ``symmetric_edges``, only pairs of two owned nodes keep one state (about ``B^2 / N`` directed
+        rows per process less ``B^2 / 2N^2`` saved, where one process keeps ``B^2 / 2``).
+        """
+        if shard is not None and not self.propagation.supports_sharding:
+            raise ValueError(f"layer {self.propagation.layer_type!r} cannot be sharded by edges "
+                             f"(its blocks lack supports_sharding)")
+        previous, self.edge_shard = self.edge_shard, shard
+        try:
+            yield self
+        finally:
+            self.edge_shard = previous
 
     def parameters_to_train(self) -> Iterator[nn.Parameter]:
         """The GNN and its heads (the authors' ``opt_gnn``), frozen ones left out."""
@@ -163,21 +202,29 @@ class GCAGenerator(nn.Module):
         """
         self.check_inputs(embeddings, labels)
         memory = self.memory.contents() if self.memory is not None else None
+        shard = self.edge_shard
         graph = build_batch_graph(embeddings, labels, self.edges, self.k, self.self_loops, memory=memory,
-                                  memory_k=self.memory_k)
+                                  memory_k=self.memory_k, shard=shard)
+        sharding, reduce = {}, None
+        if shard is not None:
+            sharding = dict(owned=graph.owned, sync=lambda h: shard.gather_nodes(h, graph.num_batch))
+            reduce = shard.sum
         # the propagation and its heads run in the ambient autocast precision (they are the cost); lambda,
         # the logits and everything after them in float32, as the baseline's loss
         if not self.symmetric_edges:
-            node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class)
-            lam = self.lambda_head(edge_states).float()
+            node_states, edge_states = self.propagation(graph.x, graph.edge_index, graph.edge_attr, graph.same_class,
+                                                        **sharding)
+            lam = self.lambda_head(edge_states, reduce=reduce).float()
             edge_to_row = None
         else:
             # one state per unordered pair: the lambda head runs per pair (its BN weighting each pair as the
-            # two directed edges it stands for) and lambda is read per directed edge
+            # directed edges it stands for: two, one for a self-loop or, sharded, an edge whose reverse lives
+            # on another process) and lambda is read per directed edge
             node_states, edge_states, (pair_index, edge_to_row) = self.propagation(
-                graph.x, graph.edge_index, graph.edge_attr, graph.same_class, symmetric=True, return_pairs=True)
-            directions = torch.where(pair_index[0] == pair_index[1], 1.0, 2.0).to(edge_states.device)
-            lam = self.lambda_head(edge_states, row_weight=directions).float()[edge_to_row]
+                graph.x, graph.edge_index, graph.edge_attr, graph.same_class, symmetric=True, return_pairs=True,
+                **sharding)
+            directions = torch.bincount(edge_to_row, minlength=edge_states.shape[0]).float()
+            lam = self.lambda_head(edge_states, row_weight=directions, reduce=reduce).float()[edge_to_row]
         node_logits = self.node_head(node_states[:graph.num_batch]).float()
         return Propagation(graph, node_states, edge_states, lam, node_logits, edge_to_row)
 
@@ -209,8 +256,15 @@ class GCAGenerator(nn.Module):
                                               lam.detach() if detach_lambda else lam, gamma, self.mixing,
                                               self.negatives_per_class, generator, anchor_gradient,
                                               num_anchors=graph.num_batch)
+        shard, local = self.edge_shard, None
+        if shard is not None:
+            # this process made its anchors' rows (a block of the anchors, so rank order is anchor order)
+            local = synthetics
+            synthetics = Synthetics(shard.gather_rows(local.embeddings), shard.gather_rows(local.labels),
+                                    shard.gather_rows(local.anchor_index), local.edge_ids)
         return Generation(propagation.graph, propagation.node_states, propagation.edge_rows, lam,
-                          propagation.node_logits, synthetics, gamma, propagation.edge_to_row)
+                          propagation.node_logits, synthetics, gamma, propagation.edge_to_row, local,
+                          None if shard is None else shard.sum)
 
     def forward(self, embeddings: Tensor, labels: Tensor, gamma: Union[float, Tensor] = 1.0, *,
                 detach_lambda: bool = False, anchor_gradient: bool = True,

@@ -48,11 +48,15 @@ def channel_correlation(embeddings: Tensor, edge_index: Tensor) -> Tensor:
     return unit[edge_index[0]] * unit[edge_index[1]]
 
 
-def full_edge_index(num_nodes: int, self_loops: bool = True, device=None) -> Tensor:
-    """All ordered pairs, source-major (edge id ``i * B + j`` when self-loops are kept)."""
+def full_edge_index(num_nodes: int, self_loops: bool = True, device=None, targets: Optional[Tensor] = None) -> Tensor:
+    """All ordered pairs, source-major (edge id ``i * B + j`` when self-loops are kept).
+
+    With ``targets`` (sorted node ids), only the edges into those nodes, still source-major.
+    """
     idx = torch.arange(num_nodes, device=device)
-    src = idx.repeat_interleave(num_nodes)
-    dst = idx.repeat(num_nodes)
+    dst_nodes = idx if targets is None else targets.to(device)
+    src = idx.repeat_interleave(dst_nodes.numel())
+    dst = dst_nodes.repeat(num_nodes)
     if not self_loops:
         keep = src != dst
         src, dst = src[keep], dst[keep]
@@ -83,7 +87,7 @@ def knn_chunk_rows(num_nodes: int, max_scores: int = KNN_MAX_SCORES) -> int:
 
 
 def knn_edge_index(embeddings: Tensor, k: int, self_loops: bool = True, chunk_size: Optional[int] = None,
-                   max_scores: int = KNN_MAX_SCORES) -> Tensor:
+                   max_scores: int = KNN_MAX_SCORES, targets: Optional[Tensor] = None) -> Tensor:
     """For every node ``j``, incoming edges from its ``k`` most correlated other nodes.
 
     Correlation is the Pearson correlation of the embeddings (the sum of the edge feature). The
@@ -102,9 +106,12 @@ def knn_edge_index(embeddings: Tensor, k: int, self_loops: bool = True, chunk_si
         self_loops: add the edge ``(i -> i)`` for every node.
         chunk_size: rows scored at once; ``None`` takes :func:`knn_chunk_rows` of ``max_scores``.
         max_scores: the most scores held at once when ``chunk_size`` is ``None``.
+        targets: only the incoming edges of these nodes (sorted ids; a process's share of the graph, see
+            :class:`gca.distributed.EdgeShard`); ``None``: all nodes.
 
     Returns:
-        ``edge_index`` ``[2, B * k (+ B)]``: row 0 the sources, row 1 the targets, source-major.
+        ``edge_index`` ``[2, T * k (+ T)]`` for ``T`` targets (all ``B`` by default): row 0 the sources, row 1
+        the targets, source-major.
 
     Raises:
         TypeError, ValueError: ``chunk_size`` or ``max_scores`` is not a positive integer.
@@ -114,22 +121,21 @@ def knn_edge_index(embeddings: Tensor, k: int, self_loops: bool = True, chunk_si
     if chunk_size is not None:
         check_int("chunk_size", chunk_size)
         rows_per_block = chunk_size
+    nodes = torch.arange(num_nodes, device=embeddings.device) if targets is None else targets.to(embeddings.device)
     with torch.no_grad():
         unit = centred_unit(embeddings.detach().float())
         neighbours = []
-        for start in range(0, num_nodes, rows_per_block):
-            rows = unit[start:start + rows_per_block]
-            scores = rows @ unit.T
-            own = torch.arange(start, start + rows.shape[0], device=unit.device)
-            scores[torch.arange(rows.shape[0], device=unit.device), own] = float("-inf")
+        for start in range(0, nodes.numel(), rows_per_block):
+            own = nodes[start:start + rows_per_block]
+            scores = unit[own] @ unit.T
+            scores[torch.arange(own.numel(), device=unit.device), own] = float("-inf")
             neighbours.append(scores.topk(k, dim=1).indices)
             del scores      # free this block before the next one is formed, or two would coexist
-        nbr = torch.cat(neighbours)  # [B, k]: nbr[j] are the sources that send to target j
-    dst = torch.arange(num_nodes, device=embeddings.device).repeat_interleave(k)
+        nbr = torch.cat(neighbours)  # [T, k]: nbr[t] are the sources that send to target nodes[t]
+    dst = nodes.repeat_interleave(k)
     src = nbr.reshape(-1)
     if self_loops:
-        loops = torch.arange(num_nodes, device=embeddings.device)
-        src, dst = torch.cat([src, loops]), torch.cat([dst, loops])
+        src, dst = torch.cat([src, nodes]), torch.cat([dst, nodes])
     order = torch.argsort(src * num_nodes + dst)
     return torch.stack([src[order], dst[order]])
 
@@ -180,6 +186,7 @@ def build_batch_graph(
     self_loops: bool = True,
     memory: Optional[Tuple[Tensor, Tensor]] = None,
     memory_k: int = 16,
+    shard=None,
 ) -> Data:
     """Turn a labelled mini-batch of embeddings into a PyG graph.
 
@@ -196,44 +203,62 @@ def build_batch_graph(
             entries chosen by :func:`memory_edge_index` join the graph as nodes ``B, B + 1, ...`` (detached),
             each with edges into the batch nodes that chose it (and its self-loop when ``self_loops``).
         memory_k: memory entries per batch node.
+        shard: build only this process's share of the graph over a global batch (a
+            :class:`gca.distributed.EdgeShard`): the edges whose target it owns (``shard.owned_nodes``), so that
+            the processes' edges together are the whole graph's. The nodes (and the memory entries chosen, from
+            every batch node's choice) are the whole graph's on every process.
 
     Returns:
         ``Data`` with ``x`` ``[N, D]``, ``edge_index`` ``[2, E]`` (row 0 source, row 1 target),
         ``edge_attr`` ``[E, D]`` (channel-wise correlation, :func:`channel_correlation`), ``y`` ``[N]``, the
         boolean ``same_class`` ``[E]``, ``num_batch`` (``B``) and ``memory_index`` (the memory rows of nodes
         ``B..N-1``, empty without memory); ``N = B`` plus the memory entries chosen. The batch's edges come
-        first, as without memory.
+        first, as without memory. With ``shard`` also ``owned`` (``[N]`` bool, the nodes whose incoming edges
+        are here).
     """
     check_choice("edges", edges, EDGE_MODES)
     check_embeddings_and_labels(embeddings, labels)
     num_nodes = embeddings.shape[0]
-    if edges == "full":
-        if k is not None:
-            raise ValueError(f"k ({k!r}) is only used with edges='knn'")
-        edge_index = full_edge_index(num_nodes, self_loops, device=embeddings.device)
-    else:
+    device = embeddings.device
+    if edges == "knn":
         if k is None or isinstance(k, bool) or not isinstance(k, int):
             raise TypeError(f"edges='knn' needs an integer k (neighbours per node), got {k!r}")
         if not 1 <= k <= num_nodes - 1:
             raise ValueError(f"k must be in [1, B-1] = [1, {num_nodes - 1}] for a batch of {num_nodes}, got {k}")
-        edge_index = knn_edge_index(embeddings, k, self_loops)
+    elif k is not None:
+        raise ValueError(f"k ({k!r}) is only used with edges='knn'")
     x, y = embeddings, labels
-    memory_index = torch.zeros(0, dtype=torch.long, device=embeddings.device)
+    memory_index = torch.zeros(0, dtype=torch.long, device=device)
+    memory_edges = None
     if memory is not None and memory[0].shape[0] > 0:
         entries, entry_labels = memory
         if entries.dim() != 2 or entries.shape[1] != embeddings.shape[1] or entry_labels.shape != entries.shape[:1]:
             raise ValueError(f"memory must be (entries [M, {embeddings.shape[1]}], labels [M]), got "
                              f"{tuple(entries.shape)} and {tuple(entry_labels.shape)}")
+        # every batch node's choice, also under a shard: the memory nodes are the same on every process
         chosen = memory_edge_index(embeddings, labels, entries, entry_labels, memory_k)
         memory_index, node_of_entry = chosen[0].unique(return_inverse=True)
-        memory_nodes = num_nodes + torch.arange(memory_index.numel(), device=embeddings.device)
-        parts = [edge_index, torch.stack([num_nodes + node_of_entry, chosen[1]])]
+        memory_edges = torch.stack([num_nodes + node_of_entry, chosen[1]])
+        x = torch.cat([embeddings, entries[memory_index].detach().to(embeddings.dtype)])
+        y = torch.cat([labels, entry_labels[memory_index].to(labels.dtype)])
+    owned = None if shard is None else shard.owned_nodes(num_nodes, memory_index.numel(), device=device)
+    targets = None if owned is None else owned[:num_nodes].nonzero(as_tuple=True)[0]
+    if edges == "full":
+        edge_index = full_edge_index(num_nodes, self_loops, device=device, targets=targets)
+    else:
+        edge_index = knn_edge_index(embeddings, k, self_loops, targets=targets)
+    if memory_edges is not None:
+        memory_nodes = num_nodes + torch.arange(memory_index.numel(), device=device)
+        parts = [edge_index, memory_edges]
         if self_loops:
             parts.append(torch.stack([memory_nodes, memory_nodes]))
         edge_index = torch.cat(parts, dim=1)
-        x = torch.cat([embeddings, entries[memory_index].detach().to(embeddings.dtype)])
-        y = torch.cat([labels, entry_labels[memory_index].to(labels.dtype)])
+        if owned is not None:
+            edge_index = edge_index[:, owned[edge_index[1]]]
     edge_attr = channel_correlation(x, edge_index)
     same_class = y[edge_index[0]] == y[edge_index[1]]
-    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, y=y, same_class=same_class,
-                num_nodes=x.shape[0], num_batch=num_nodes, memory_index=memory_index)
+    graph = Data(x=x, edge_index=edge_index, edge_attr=edge_attr, y=y, same_class=same_class,
+                 num_nodes=x.shape[0], num_batch=num_nodes, memory_index=memory_index)
+    if owned is not None:
+        graph.owned = owned
+    return graph

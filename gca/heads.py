@@ -1,7 +1,7 @@
 """Output heads read after propagation (METHOD 2.3, output heads)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -30,28 +30,35 @@ class FrozenBiasBatchNorm1d(nn.BatchNorm1d):
         if self.bias is not None:
             self.bias.requires_grad_(False)
 
-    def forward(self, x: Tensor, row_weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, row_weight: Optional[Tensor] = None,
+                reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
         """Normalise ``x``; with ``row_weight`` (``[N]``), row ``r`` counts as ``row_weight[r]`` rows.
 
         A weighted batch is the same as the batch with every row repeated its weight's number of times:
         the mean and the (biased) variance are weighted means, the running variance gets the unbiased
         correction of ``sum(row_weight)`` rows. This is how one state per unordered pair of a symmetric
         graph normalises exactly as the two directed edges it stands for (weight 2, self-loops 1).
-        """
-        if row_weight is None:
-            return super().forward(x)
-        with full_precision(x.device):    # the statistics are sums over many rows: never in half precision
-            return self._weighted(x, row_weight).to(x.dtype)
 
-    def _weighted(self, x: Tensor, row_weight: Tensor) -> Tensor:
+        ``reduce`` (a differentiable sum over processes, :meth:`gca.distributed.EdgeShard.sum`) makes the
+        training statistics those of every process's rows together: the batch of a graph sharded by edges.
+        """
+        if row_weight is None and reduce is None:
+            return super().forward(x)
+        if row_weight is None:
+            row_weight = torch.ones(x.shape[0], dtype=torch.float32, device=x.device)
+        with full_precision(x.device):    # the statistics are sums over many rows: never in half precision
+            return self._weighted(x, row_weight, reduce).to(x.dtype)
+
+    def _weighted(self, x: Tensor, row_weight: Tensor, reduce=None) -> Tensor:
         # float32 at least (half-precision inputs are promoted), float64 kept
         xf = x if x.dtype == torch.float64 else x.float()
         if self.training or not self.track_running_stats:
             w = row_weight.to(xf.dtype)
-            total = w.sum()
-            mean = (w @ xf) / total
+            total_of = reduce if reduce is not None else (lambda t: t)
+            total = total_of(w.sum())
+            mean = total_of(w @ xf) / total
             centred = xf - mean
-            var = (w @ centred.square()) / total
+            var = total_of(w @ centred.square()) / total
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean.detach(), var.detach(), total)
         else:
@@ -95,10 +102,12 @@ class ChannelWeightHead(nn.Module):
         self.norm.reset_parameters()
         self.linear.reset_parameters()
 
-    def forward(self, edge_states: Tensor, row_weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, edge_states: Tensor, row_weight: Optional[Tensor] = None,
+                reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
         """``row_weight``: how many edges each row stands for (one state per unordered pair: 2, self-loops 1),
-        so that the BN normalises as over the directed edges (:meth:`FrozenBiasBatchNorm1d.forward`)."""
-        return self.linear(self.norm(edge_states, row_weight)).sigmoid()
+        so that the BN normalises as over the directed edges; ``reduce``: the sum over the processes of a graph
+        sharded by edges (:meth:`FrozenBiasBatchNorm1d.forward`)."""
+        return self.linear(self.norm(edge_states, row_weight, reduce)).sigmoid()
 
 
 class NodeClassifierHead(nn.Module):

@@ -209,9 +209,10 @@ class GCAHNG(nn.Module):
         with full_precision(z.device):
             j_soft = label_preservation_loss(self.classifier, out.synthetics)
             j_sim = hardness_loss(z, out.synthetics)
-            # only the edges that fed the synthetics (with negatives_per_class="one", the chosen ones)
-            used = out.synthetics.edge_ids
-            j_div = diversity_loss(out.lam[used], out.graph.edge_index[1, used], z.shape[0])
+            # only the edges that fed the synthetics (with negatives_per_class="one", the chosen ones); sharded
+            # by edges, this process's (its anchors' edges), the spread summed over the processes
+            used = out.own_synthetics.edge_ids
+            j_div = diversity_loss(out.lam[used], out.graph.edge_index[1, used], z.shape[0], reduce=out.reduce)
             j_gen = 0.5 * (self.softmax_factor * j_soft + self.hardness_weight * j_sim + self.diversity_weight * j_div)
         result = {"total": j_gen, "label": j_soft, "hardness": j_sim, "diversity": j_div,
                   "num_synthetics": torch.tensor(len(out.synthetics))}
@@ -219,8 +220,9 @@ class GCAHNG(nn.Module):
             self.synthetic_weight.update(j_gen)
             if self.diagnostics:
                 graph = out.graph
-                diag = generator_diagnostics(z, graph.y, graph.edge_index, out.lam, out.synthetics, self.classifier,
-                                             memory=graph.x[graph.num_batch:])
+                # sharded by edges: the diagnostics of this process's anchors (a share of the batch)
+                diag = generator_diagnostics(z, graph.y, graph.edge_index, out.lam, out.own_synthetics,
+                                             self.classifier, memory=graph.x[graph.num_batch:])
                 result.update({k: torch.tensor(v) for k, v in diag.items()})
         return result
 

@@ -197,3 +197,56 @@ def test_knn_bad_budget(kwargs, exc, match):
     z, _ = _batch()
     with pytest.raises(exc, match=re.escape(match)):
         knn_edge_index(z, 3, **kwargs)
+
+
+# ------------------------------------------------------------------------------- sharded by edges
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("edges,k,self_loops", [("full", None, True), ("full", None, False), ("knn", 3, True),
+                                                ("knn", 4, False)])
+def test_shards_partition_the_graph_and_match_their_counts(world, edges, k, self_loops):
+    """The processes' shares of the batch graph are disjoint, together the one-process graph (edges and edge
+    features), each holding exactly the edges into its own nodes, as many as shard_edge_counts says."""
+    from gca.distributed import EdgeShard, shard_edge_counts, shard_range
+    from gca.nn.propagation import symmetric_pairs
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(11, 6, generator=g)
+    y = torch.arange(11) % 4
+    whole = build_batch_graph(z, y, edges, k, self_loops)
+    seen = {}
+    for rank in range(world):
+        part = build_batch_graph(z, y, edges, k, self_loops, shard=EdgeShard(rank, world))
+        owned = part.owned
+        assert owned.nonzero().squeeze(1).tolist() == list(shard_range(11, rank, world))
+        assert owned[part.edge_index[1]].all()
+        counts = shard_edge_counts(11, world, rank, edges, k, self_loops, symmetric=edges == "full")
+        assert part.edge_index.shape[1] == counts["directed"]
+        if edges == "full":
+            pair_edge, edge_to_pair = symmetric_pairs(part.edge_index, 11, owned)
+            assert pair_edge.numel() == counts["rows"]
+            # a row is shared by two edges exactly when both end nodes are this process's
+            shared = torch.bincount(edge_to_pair)[edge_to_pair] == 2
+            src, dst = part.edge_index
+            assert torch.equal(shared, owned[src] & owned[dst] & (src != dst))
+        for e, (s, t) in enumerate(part.edge_index.T.tolist()):
+            assert (s, t) not in seen
+            seen[(s, t)] = part.edge_attr[e]
+    assert sorted(seen) == sorted(map(tuple, whole.edge_index.T.tolist()))
+    for e, (s, t) in enumerate(whole.edge_index.T.tolist()):
+        assert torch.equal(seen[(s, t)], whole.edge_attr[e])
+
+
+def test_memory_nodes_are_the_same_on_every_shard_and_their_edges_split():
+    from gca.distributed import EdgeShard
+
+    g = torch.Generator().manual_seed(4)
+    z, y = torch.randn(8, 5, generator=g), torch.arange(8) % 4
+    memory = (torch.randn(20, 5, generator=g), torch.arange(20) % 6)
+    whole = build_batch_graph(z, y, memory=memory, memory_k=3)
+    parts = [build_batch_graph(z, y, memory=memory, memory_k=3, shard=EdgeShard(r, 2)) for r in range(2)]
+    for part in parts:
+        assert torch.equal(part.memory_index, whole.memory_index) and torch.equal(part.x, whole.x)
+    joined = sorted(map(tuple, torch.cat([p.edge_index for p in parts], 1).T.tolist()))
+    assert joined == sorted(map(tuple, whole.edge_index.T.tolist()))
+    # each memory node's self-loop lives with the process that owns the node
+    assert (parts[0].owned & parts[1].owned).sum() == 0 and (parts[0].owned | parts[1].owned).all()

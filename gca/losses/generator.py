@@ -1,6 +1,9 @@
 """Generator-side losses of GCA-HNG (METHOD 2.5): label preservation, hardness, diversity."""
 from __future__ import annotations
 
+from typing import Callable, Optional
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
@@ -33,7 +36,8 @@ def hardness_loss(embeddings: Tensor, synthetics: Synthetics) -> Tensor:
     return (1 - F.cosine_similarity(anchors, synthetics.embeddings.to(anchors.dtype), dim=1, eps=1e-8)).mean()
 
 
-def diversity_loss(lam: Tensor, anchor_of_edge: Tensor, num_nodes: int, scale: float = 0.01) -> Tensor:
+def diversity_loss(lam: Tensor, anchor_of_edge: Tensor, num_nodes: int, scale: float = 0.01,
+                   reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
     r"""Reward the spread of the interpolation vectors of each anchor's edges.
 
     .. math::
@@ -42,9 +46,19 @@ def diversity_loss(lam: Tensor, anchor_of_edge: Tensor, num_nodes: int, scale: f
     with :math:`\bar\lambda_a` the mean over the edges of anchor :math:`a` and :math:`s = 0.01`. The
     caller passes the edges whose :math:`\lambda` feeds synthesis (the authors used every edge,
     including same-class ones whose :math:`\lambda` is never used).
+
+    ``reduce`` (a differentiable sum over processes) takes the mean over every process's edges, for a graph
+    sharded by edges (each anchor's edges on one process); every process must call it.
     """
-    if lam.shape[0] == 0:
+    if reduce is None and lam.shape[0] == 0:
         return lam.sum() * 0.0 + scale
     mean = scatter(lam, anchor_of_edge, dim=0, dim_size=num_nodes, reduce="mean")
-    spread = (lam - mean[anchor_of_edge]).pow(2).sum(1).mean()
+    squared = (lam - mean[anchor_of_edge]).pow(2).sum(1)
+    if reduce is None:
+        spread = squared.mean()
+    else:
+        count = reduce(torch.tensor(float(squared.numel()), dtype=squared.dtype, device=squared.device))
+        if count.item() == 0:
+            return lam.sum() * 0.0 + scale
+        spread = reduce(squared.sum()) / count
     return scale * (1 - (spread + 1e-12).sqrt())

@@ -9,10 +9,14 @@ Blocks whose edge update treats the two end nodes as an unordered pair (both blo
 (``pair_index`` ``[2, P]``), every directed edge reads the state of its pair (``edge_to_pair`` ``[E]``),
 and the edge update runs once per pair instead of once per direction. On a symmetric graph this gives the
 same result with about half of the edge work (METHOD section 7); they say so with ``supports_pairs``.
+
+Blocks that take ``sync`` (a function of the node states) call it between their node and edge updates, so
+that a propagation sharded by edges over processes (:class:`gca.distributed.EdgeShard`) can gather the node
+states the edge update reads; they say so with ``supports_sharding``.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,6 +53,7 @@ class GCABlock(nn.Module):
     """
 
     supports_pairs = True
+    supports_sharding = True
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0,
                  zero_logit: bool = True, edge_aggr: str = "sum", ffn_ratio: int = 4, fast: bool = True,
@@ -63,12 +68,12 @@ class GCABlock(nn.Module):
         self.edge.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
-                pairs: Optional[Pairs] = None) -> Tuple[Tensor, Tensor]:
-        if pairs is None:
-            x = self.node(x, edge_index, edge_attr, same_class)
-            return x, self.edge(x, edge_index, edge_attr)
+                pairs: Optional[Pairs] = None, sync: Optional[Callable[[Tensor], Tensor]] = None
+                ) -> Tuple[Tensor, Tensor]:
         x = self.node(x, edge_index, edge_attr, same_class, pairs=pairs)
-        return x, self.edge(x, pairs[0], edge_attr)
+        if sync is not None:
+            x = sync(x)
+        return x, self.edge(x, edge_index if pairs is None else pairs[0], edge_attr)
 
 
 class PyGConvBlock(nn.Module):
@@ -94,6 +99,7 @@ class PyGConvBlock(nn.Module):
     """
 
     supports_pairs = True
+    supports_sharding = True
 
     def __init__(self, conv: nn.Module, channels: int, dropout: float = 0.1, message_edges: str = "negative",
                  ffn_ratio: int = 4):
@@ -112,7 +118,8 @@ class PyGConvBlock(nn.Module):
             mod.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
-                pairs: Optional[Pairs] = None) -> Tuple[Tensor, Tensor]:
+                pairs: Optional[Pairs] = None, sync: Optional[Callable[[Tensor], Tensor]] = None
+                ) -> Tuple[Tensor, Tensor]:
         directed = edge_attr if pairs is None else edge_attr[pairs[1]]
         if self.message_edges == "negative":
             keep = ~same_class
@@ -121,6 +128,8 @@ class PyGConvBlock(nn.Module):
             conv_out = self.conv(x, edge_index, directed)
         h = self.norm(F.gelu(x + conv_out))
         h = self.norm(F.gelu(h + self.ffn_out(F.gelu(self.ffn_in(h)))))
+        if sync is not None:
+            h = sync(h)
         return h, self.edge(h, edge_index if pairs is None else pairs[0], edge_attr)
 
     def __repr__(self) -> str:

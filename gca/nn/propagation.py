@@ -1,7 +1,8 @@
 """A stack of L propagation blocks over a batch graph (METHOD 2.3)."""
 from __future__ import annotations
 
-from typing import Tuple
+import functools
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,11 @@ class GraphPropagation(nn.Module):
     and ``e_ij = e_ji`` (the full batch graph): edge states are kept once per unordered pair, which
     halves the edge work and gives the same result (dropout then shares its mask between the two
     directions). It needs blocks with ``supports_pairs``; see :func:`symmetric_pairs`.
+
+    Sharded by edges (``owned`` and ``sync`` in :meth:`forward`, see :class:`gca.distributed.EdgeShard`), the
+    graph holds only the edges into this process's nodes; after each block's node update ``sync`` replaces the
+    node states by every owner's (the edge update needs both end nodes). With ``symmetric=True`` only the
+    pairs of two owned nodes keep one state; an edge from another process's node is a row of its own.
 
     Args:
         channels: embedding width :math:`D`.
@@ -60,27 +66,41 @@ class GraphPropagation(nn.Module):
     def supports_pairs(self) -> bool:
         return all(getattr(block, "supports_pairs", False) for block in self.layers)
 
+    @property
+    def supports_sharding(self) -> bool:
+        return all(getattr(block, "supports_sharding", False) for block in self.layers)
+
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
-                symmetric: bool = False, return_pairs: bool = False):
+                symmetric: bool = False, return_pairs: bool = False, owned: Optional[Tensor] = None,
+                sync: Optional[Callable[[Tensor], Tensor]] = None):
         """Propagate; returns ``(node states, edge states)``.
 
         With ``symmetric=True`` and ``return_pairs=True`` the edge states stay one per unordered pair and
         the pairs come along: ``(node states [N, D], pair states [P, D], (pair_index [2, P], edge_to_pair
         [E]))``, so that what reads them (the lambda head) can also run per pair.
+
+        ``owned`` (``[N]`` bool) and ``sync`` (node states -> every owner's node states) run this process's
+        share of a graph sharded by edges (see the class docstring); both or neither.
         """
+        if (owned is None) != (sync is None):
+            raise ValueError("a sharded propagation needs both owned and sync")
+        if sync is not None and not self.supports_sharding:
+            raise ValueError(f"propagation sharded by edges needs blocks that support it; {self.layer_type!r} "
+                             f"does not (a block needs supports_sharding and a sync argument)")
+        blocks = [block if sync is None else functools.partial(block, sync=sync) for block in self.layers]
         h = self.input_proj(x)
         if not symmetric or (not self.layers and not return_pairs):
             e = edge_attr
-            for block in self.layers:
+            for block in blocks:
                 h, e = block(h, edge_index, e, same_class)
             return h, e
         if not self.supports_pairs:
             raise ValueError("symmetric propagation needs blocks that support pairs; "
                              f"{self.layer_type!r} does not")
-        pair_edge, edge_to_pair = symmetric_pairs(edge_index, x.shape[0])
+        pair_edge, edge_to_pair = symmetric_pairs(edge_index, x.shape[0], owned)
         pairs = (edge_index[:, pair_edge], edge_to_pair)
         e = edge_attr[pair_edge]
-        for block in self.layers:
+        for block in blocks:
             h, e = block(h, edge_index, e, same_class, pairs=pairs)
         if return_pairs:
             return h, e, pairs
@@ -91,14 +111,23 @@ class GraphPropagation(nn.Module):
                 f"layer={self.layer_type!r})")
 
 
-def symmetric_pairs(edge_index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+def symmetric_pairs(edge_index: Tensor, num_nodes: int, owned: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """For a graph holding both directions of every edge: the ids of the edges with ``source <= target``
     (one per unordered pair, ``[P]``) and, for every edge, the position of its pair among them (``[E]``).
+
+    With ``owned`` (``[N]`` bool, a process's share of a graph sharded by edges: the edges into its nodes),
+    only the edges between two owned nodes are paired; every other edge is a row of its own (its reverse
+    lives on another process).
     """
     src, dst = edge_index
     lo, hi = torch.minimum(src, dst), torch.maximum(src, dst)
     key = lo * num_nodes + hi
     canonical = src <= dst
+    if owned is not None:
+        paired = owned[src] & owned[dst]
+        # an unpaired edge gets a key of its own, after every pair's
+        key = torch.where(paired, key, num_nodes * num_nodes + src * num_nodes + dst)
+        canonical = canonical | ~paired
     pair_edge = canonical.nonzero(as_tuple=True)[0]
     pair_keys, order = torch.sort(key[pair_edge])
     pair_edge = pair_edge[order]

@@ -94,6 +94,9 @@ class GCAConfig:
                                             # the first steps pay the compilation; state_dict keys are unchanged
     memory_size: int = 0                    # cross-batch memory of the last M embeddings (gca.memory); 0: none
     memory_k: int = 16                      # memory entries of other classes joined to each anchor
+    shard_edges: bool = True                # under torchrun: each process builds and propagates the edges into
+                                            # its own samples (gca.distributed.EdgeShard); false: every process
+                                            # repeats the whole graph (the reference path)
 
 
 @dataclass

@@ -125,6 +125,7 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
     if not trains_generator:
         objective.end_step(z.detach(), labels)
         return logs
+    _reduce_generator_gradients(objective)
     _clip(_params(optimisers.generator), clip_value)
     optimisers.generator.step()
 
@@ -137,11 +138,19 @@ def train_step(model: nn.Module, objective: Objective, images: Tensor, labels: T
         g = objective.generator_losses(z, labels)
     _check_finite(g["total"], "generator (phase C)", step, {"generator": g["total"].item()})
     g["total"].backward()
+    _reduce_generator_gradients(objective)
     _clip(_params(optimisers.generator), clip_value)
     optimisers.generator.step()
     logs.update(_generator_logs(g))
     objective.end_step(z.detach(), labels)
     return logs
+
+
+def _reduce_generator_gradients(objective) -> None:
+    # an objective whose generator's work is split over processes averages its gradients here (before clipping)
+    reduce = getattr(objective, "reduce_generator_gradients", None)
+    if reduce is not None:
+        reduce()
 
 
 def _metric_loss_checked(parts: Dict[str, Tensor], step: int, logs: Dict[str, float]) -> Tensor:
@@ -180,6 +189,7 @@ def _fused_step(objective, z: Tensor, labels: Tensor, optimisers: Optimisers, am
     (loss + g["total"]).backward()
     _clip(_params(optimisers.metric), clip_value)
     optimisers.metric.step()
+    _reduce_generator_gradients(objective)
     _clip(_params(optimisers.generator), clip_value)
     optimisers.generator.step()
     logs.update(_generator_logs(g))

@@ -414,7 +414,7 @@ class Trainer:
         """What a training step runs: the model and objective, or under torchrun the model in DDP (rebuilt
         when warm-up changes which parameters train, its BatchNorm layers with the global batch's statistics)
         and the objective on the gathered batch (:class:`gca.distributed.GatheredObjective`: the generator's
-        work is repeated on every process)."""
+        graph sharded by edges, or with ``gca.shard_edges=false`` repeated on every process)."""
         if self.dist.world_size == 1:
             self.train_model, self.train_objective = self.model, self.objective
             return
@@ -426,7 +426,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
             self._ddp_trainable = trainable
-        self.train_objective = GatheredObjective(self.objective)
+        self.train_objective = GatheredObjective(self.objective, shard_edges=self.cfg.gca.shard_edges)
 
     def _budget_left(self) -> bool:
         s = self.cfg.solver
