@@ -119,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.memory_layers = 1 if q else 2
     args.memory_rounds = 1 if q else 2
     # ddp: one process against two at equal global batch (CPU, gloo)
-    args.ddp_sizes = (32,) if q else (64, 256)
+    args.ddp_sizes = (32,) if q else (64, 256, 384)
     args.ddp_per_class = 2
     args.ddp_layers = 1 if q else 2
     args.ddp_dim = 64 if q else 128

@@ -2,18 +2,25 @@
 
 Variants, alternating in rounds, at each global batch size:
 
-* ``1 process, 1 thread`` and ``1 process, 2 threads``: :func:`gca.train.train_step` on the whole batch;
-* ``2 processes x 1 thread``: two processes started as ``torchrun`` starts them (``RANK``, ``WORLD_SIZE``,
-  ``MASTER_ADDR``, ``MASTER_PORT``), each holding half the batch (disjoint classes), the embedding network in
-  ``DistributedDataParallel`` and the objective in :class:`gca.distributed.GatheredObjective`, as the trainer
-  runs them under ``torchrun``.
+* ``1 process, 1 thread`` and ``1 process, 2 threads``: :func:`gca.train.train_step` on the whole batch (one state
+  per unordered pair on the full graph, the default), and ``1 process, 1 thread, directed edges`` (one state per
+  directed edge), which with the first lets the memory per edge row and per directed edge be told apart;
+* ``2 processes x 1 thread, graph repeated`` and ``2 processes x 1 thread, edges sharded``: two processes started
+  as ``torchrun`` starts them (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), each holding half the
+  batch (disjoint classes), the embedding network in ``DistributedDataParallel`` and the objective in
+  :class:`gca.distributed.GatheredObjective`, as the trainer runs them under ``torchrun``: the generator's graph
+  work repeated on both, or split by edges (:class:`gca.distributed.EdgeShard`, the trainer's default).
 
 The step is the default two-pass step of GCA-HNG over a small embedding network (two linear layers on fixed
-inputs), so that the generator dominates as it does at these batch sizes. The generator's graph work is
-repeated on every process (it is not sharded by edges yet), so two processes can only save the embedding
-network's share; the suite measures what that is, and the bytes each process sends per step: the all-gathers
-of embeddings and labels (``GatheredObjective``, its backward's all-reduce of the gathered gradient) and DDP's
-gradient all-reduce, counted where they are called.
+inputs), so that the generator dominates as it does at these batch sizes. The suite measures wall and CPU time,
+each process's peak memory and the bytes each process sends per step: the all-gathers (embeddings and labels;
+sharded, also the node states after every node update and the synthetics), the all-reduces (the gathered
+gradients; sharded, also lambda's BN statistics and the generator's gradient average) and DDP's gradient
+all-reduce, counted where they are called.
+
+From the one-process rows it fits the peak memory as ``a + b B + c rows + d directed`` (edge states kept and
+directed edges, :func:`gca.distributed.shard_edge_counts`), checks the fit against the sharded processes'
+measured peaks, and tabulates edges and memory per process for global batches of 1k-16k over 1-64 processes.
 """
 from __future__ import annotations
 
@@ -26,12 +33,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from costbench.harness import Runner
 
-#: variant -> (processes, threads per process)
-DDP_VARIANTS = {"1 process, 1 thread": (1, 1), "1 process, 2 threads": (1, 2), "2 processes x 1 thread": (2, 1)}
+#: variant -> (processes, threads per process, edges sharded, one state per unordered pair)
+DDP_VARIANTS = {"1 process, 1 thread": (1, 1, False, True), "1 process, 2 threads": (1, 2, False, True),
+                "1 process, 1 thread, directed edges": (1, 1, False, False),
+                "2 processes x 1 thread, graph repeated": (2, 1, False, True),
+                "2 processes x 1 thread, edges sharded": (2, 1, True, True)}
+#: the formula table's global batches, processes and knn neighbours
+TABLE_BATCHES, TABLE_WORLDS, TABLE_KNN = (1024, 2048, 4096, 8192, 16384), (1, 2, 4, 8, 16, 32, 64), 32
 IN_DIM, HIDDEN = 256, 512
 
 
@@ -74,7 +86,8 @@ def run_process(cfg: Dict[str, Any]) -> Dict[str, Any]:
     torch.manual_seed(cfg["seed"])
     classes = cfg["B"] // cfg["K"]
     net = nn.Sequential(nn.Linear(IN_DIM, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, cfg["D"]))
-    objective = GCAHNG(cfg["D"], classes, num_layers=cfg["L"], heads=cfg["H"]).train()
+    objective = GCAHNG(cfg["D"], classes, num_layers=cfg["L"], heads=cfg["H"],
+                       symmetric_edges=cfg["symmetric"]).train()
     images = torch.randn(cfg["B"], IN_DIM, generator=torch.Generator().manual_seed(cfg["seed"]))
     labels = torch.arange(classes).repeat_interleave(cfg["K"])           # class-major: disjoint halves
     model, wrapped = net, objective
@@ -84,7 +97,7 @@ def run_process(cfg: Dict[str, Any]) -> Dict[str, Any]:
         from gca.distributed import GatheredObjective
         share = slice(rank * cfg["B"] // world, (rank + 1) * cfg["B"] // world)
         images, labels = images[share], labels[share]
-        model, wrapped = DistributedDataParallel(net), GatheredObjective(objective)
+        model, wrapped = DistributedDataParallel(net), GatheredObjective(objective, shard_edges=cfg["shard"])
 
         def counted_hook(state, bucket):
             from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -113,8 +126,11 @@ def run_process(cfg: Dict[str, Any]) -> Dict[str, Any]:
         dist.barrier()
         dist.destroy_process_group()
     rise_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_start) / 1024
+    from gca.distributed import shard_edge_counts
+    shard_world = world if cfg["shard"] else 1
+    counts = shard_edge_counts(cfg["B"], shard_world, rank if cfg["shard"] else 0, symmetric=cfg["symmetric"])
     return {"wall": [t for t, _ in timed], "cpu": [c for _, c in timed], "bytes_per_step": per_step,
-            "peak_mem_rise_mb": rise_mb}
+            "peak_mem_rise_mb": rise_mb, "edge_rows": counts["rows"], "directed_edges": counts["directed"]}
 
 
 def _free_port() -> int:
@@ -125,8 +141,8 @@ def _free_port() -> int:
 
 def work_ddp_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Run one variant: in this process, or in ``processes`` fresh interpreters started as ``torchrun`` would."""
-    processes, threads = DDP_VARIANTS[cfg["variant"]]
-    cfg = {**cfg, "threads": threads}
+    processes, threads, shard, symmetric = DDP_VARIANTS[cfg["variant"]]
+    cfg = {**cfg, "threads": threads, "shard": shard, "symmetric": symmetric}
     if processes == 1:
         results = [run_process(cfg)]
     else:
@@ -152,6 +168,9 @@ def work_ddp_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {"processes": processes, "threads_per_process": threads, "time_step_s": statistics.median(walls),
             "cpu_step_s": statistics.median(cpus), "time_all_s": walls,
             "peak_mem_rise_mb": max(r["peak_mem_rise_mb"] for r in results),
+            "peak_mem_rise_mb_each": [r["peak_mem_rise_mb"] for r in results],
+            "edge_rows": max(r["edge_rows"] for r in results),
+            "directed_edges": max(r["directed_edges"] for r in results),
             "bytes_per_step": results[0]["bytes_per_step"]}
 
 
@@ -174,6 +193,52 @@ def suite_ddp(args, runner: Runner, rows, device: str) -> None:
                     continue
                 suite.run(work_ddp_variant, settings, {**settings, "seed": args.seed, "warmup": args.warmup,
                                                        "repeats": args.repeats})
+    scaling = memory_model(rows)
+    if scaling is not None:
+        suite.add({"variant": "memory model"}, {"status": "derived", **scaling})
+
+
+def _features(batch: int, rows: int, directed: int) -> List[float]:
+    return [1.0, float(batch), float(rows), float(directed)]
+
+
+def memory_model(rows) -> Optional[Dict[str, Any]]:
+    """Fit each process's peak memory (MiB) as ``a + b B + c rows + d directed`` on the one-process, one-thread
+    rows (pairs and directed edges, every batch size), check it on the sharded rows, and tabulate the edges and
+    memory per process of :data:`TABLE_BATCHES` x :data:`TABLE_WORLDS` for the full graph (one state per pair of
+    two owned nodes) and knn (k = :data:`TABLE_KNN`). ``None`` without enough one-process rows (four)."""
+    import numpy as np
+
+    from gca.distributed import shard_edge_counts
+
+    ok = [r for r in rows if r.get("suite") == "ddp" and r.get("status") == "ok"]
+    fit_rows = [r for r in ok if r["variant"] in ("1 process, 1 thread", "1 process, 1 thread, directed edges")]
+    if len({(r["variant"], r["B"]) for r in fit_rows}) < 4:
+        return None
+    x = np.array([_features(r["B"], r["edge_rows"], r["directed_edges"]) for r in fit_rows])
+    y = np.array([r["peak_mem_rise_mb"] for r in fit_rows])
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+
+    def predict(batch, counts):
+        return float(np.dot(coef, _features(batch, counts["rows"], counts["directed"])))
+
+    check = []
+    for r in ok:
+        if r["variant"] == "2 processes x 1 thread, edges sharded":
+            for rank, measured in enumerate(r["peak_mem_rise_mb_each"]):
+                counts = shard_edge_counts(r["B"], 2, rank, symmetric=True)
+                check.append({"B": r["B"], "rank": rank, "edge_rows": counts["rows"], "measured_mb": measured,
+                              "predicted_mb": predict(r["B"], counts)})
+    table = []
+    for batch in TABLE_BATCHES:
+        for world in TABLE_WORLDS:
+            full = shard_edge_counts(batch, world, 0, symmetric=True)
+            knn = shard_edge_counts(batch, world, 0, "knn", TABLE_KNN)
+            table.append({"B": batch, "N": world, "full_rows": full["rows"], "full_directed": full["directed"],
+                          "full_mb": predict(batch, full), "knn_rows": knn["rows"], "knn_mb": predict(batch, knn)})
+    d = ok[0]
+    return {"B": None, "coef_mb": [float(c) for c in coef], "fit_points": len(fit_rows), "check": check,
+            "table": table, "D": d["D"], "L": d["L"], "H": d["H"], "K": d["K"]}
 
 
 def ddp_markdown(rows: List[Dict[str, Any]]) -> List[str]:
@@ -184,16 +249,19 @@ def ddp_markdown(rows: List[Dict[str, Any]]) -> List[str]:
     first = runs[0]
     out = ["## One process against two (torch.distributed, gloo)", "",
            f"One two-pass GCA-HNG training step at equal global batch (K={first['K']}, L={first['L']}, "
-           f"H={first['H']}, D={first['D']}; a two-layer embedding network on fixed inputs): in one process, or in "
-           "two started as `torchrun` starts them, each with half the batch (DDP, `GatheredObjective`). Wall: "
-           "seconds per step of the group (its slowest process), median over rounds of each run's median; CPU: "
-           "the processes' CPU seconds per step together. Bytes: what one process sends per step: the "
-           "all-gathers of embeddings and labels and their backward all-reduce (`GatheredObjective`), and DDP's "
-           "gradient all-reduce of the embedding network. The generator's graph work runs on every process (not "
-           "sharded yet), so two processes can save only the embedding network's share.", "",
-           "| B | variant | wall s / step | vs 1 process, 1 thread | CPU s / step | all-gather KiB | all-reduce KiB "
-           "| DDP all-reduce KiB | peak mem per process (MiB) | rounds |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           f"H={first['H']}, D={first['D']}, full graph; a two-layer embedding network on fixed inputs): in one "
+           "process, or in two started as `torchrun` starts them, each with half the batch (DDP, "
+           "`GatheredObjective`), the generator's graph repeated on both or sharded by edges (`EdgeShard`: each "
+           "process the edges into its own samples). Wall: seconds per step of the group (its slowest process), "
+           "median over rounds of each run's median; CPU: the processes' CPU seconds per step together. Bytes: "
+           "what one process sends per step (all-gathers: embeddings, labels and, sharded, node states after every "
+           "node update and synthetics; all-reduces: gathered gradients and, sharded, lambda's BN statistics and the "
+           "generator's gradient average; DDP's gradient all-reduce of the embedding network). Edge rows: the edge "
+           "states one process keeps (one per unordered pair, or per directed edge). Peak memory: the largest "
+           "process's peak RSS rise.", "",
+           "| B | variant | edge rows per process | wall s / step | vs 1 process, 1 thread | CPU s / step "
+           "| all-gather KiB | all-reduce KiB | DDP all-reduce KiB | peak mem per process (MiB) | rounds |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for batch in sorted({r["B"] for r in runs}):
         base = None
         for variant in DDP_VARIANTS:
@@ -203,11 +271,45 @@ def ddp_markdown(rows: List[Dict[str, Any]]) -> List[str]:
             wall = statistics.median(r["time_step_s"] for r in v)
             base = wall if base is None else base
             sent = v[0]["bytes_per_step"]
-            out.append(f"| {batch} | {variant} | {wall:.3f} | {wall / base:.2f} | "
+            out.append(f"| {batch} | {variant} | {v[0].get('edge_rows', '')} | {wall:.3f} | {wall / base:.2f} | "
                        f"{statistics.median(r['cpu_step_s'] for r in v):.3f} | {sent['all_gather'] / 1024:.1f} | "
                        f"{sent['all_reduce'] / 1024:.1f} | {sent['ddp_all_reduce'] / 1024:.1f} | "
                        f"{max(r['peak_mem_rise_mb'] for r in v):.0f} | {len(v)} |")
+    model = [r for r in rows if r.get("suite") == "ddp" and r.get("variant") == "memory model"]
+    if model:
+        out += [""] + scaling_markdown(model[-1])
     return out + [""]
+
+
+def scaling_markdown(model: Dict[str, Any]) -> List[str]:
+    """The memory model's check and its table of edges and memory per process."""
+    a, b, c, d = model["coef_mb"]
+    out = ["### Edges and memory per process", "",
+           f"Peak memory of one process fitted on the one-process rows above ({model['fit_points']} runs, pairs and "
+           f"directed edges): **{a:.0f} MiB + {b * 1024:.1f} KiB x B + {c * 1024:.3f} KiB x edge rows + "
+           f"{d * 1024:.3f} KiB x directed edges** (D={model['D']}, L={model['L']}, H={model['H']}, the two-pass "
+           "step, float32; edge rows and directed edges per process from `gca.distributed.shard_edge_counts`, the "
+           "count that `build_batch_graph(shard=...)` builds, tested). Checked against the sharded processes' own "
+           "peaks:", "",
+           "| B | rank | edge rows | measured MiB | predicted MiB |", "|---|---|---:|---:|---:|"]
+    for row in model["check"]:
+        out.append(f"| {row['B']} | {row['rank']} | {row['edge_rows']} | {row['measured_mb']:.0f} | "
+                   f"{row['predicted_mb']:.0f} |")
+    worlds = sorted({row["N"] for row in model["table"]})
+    out += ["", f"Per process, from the formula: edge rows (thousands) and memory (GiB) on the full graph and on knn "
+            f"(k = {TABLE_KNN}), at the settings above; far beyond the fitted sizes, so orders of magnitude, not "
+            "promises. The full graph keeps one state per pair of two owned nodes, so one process holds B(B+1)/2 "
+            "rows and N processes B^2 (2N - 1) / 2N^2 each (the edges between two processes' nodes are kept on both "
+            "sides): 0.75 of one process's rows at N = 2, 0.44 at N = 4, about 2/N for large N; knn keeps B k / N.",
+            "",
+            "| B | graph | " + " | ".join(f"N = {n}" for n in worlds) + " |",
+            "|---|---|" + "---:|" * len(worlds)]
+    for batch in sorted({row["B"] for row in model["table"]}):
+        cells = {row["N"]: row for row in model["table"] if row["B"] == batch}
+        for graph, rows_key, mb_key in (("full", "full_rows", "full_mb"), (f"knn k={TABLE_KNN}", "knn_rows", "knn_mb")):
+            out.append(f"| {batch} | {graph} | " + " | ".join(
+                f"{cells[n][rows_key] / 1000:,.0f}k, {cells[n][mb_key] / 1024:,.1f} GiB" for n in worlds) + " |")
+    return out
 
 
 if __name__ == "__main__":          # one process of the two-process variant
