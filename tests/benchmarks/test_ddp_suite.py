@@ -5,7 +5,8 @@
 def test_ddp_suite_quick(quick_suite):
     rows, report = quick_suite("ddp")
     by = {r["variant"]: r for r in rows}
-    assert by["1 process, 1 thread"]["processes"] == 1 and by["2 processes x 1 thread, graph repeated"]["processes"] == 2
+    assert by["1 process, 1 thread"]["processes"] == 1
+    assert by["2 processes x 1 thread, graph repeated"]["processes"] == 2
     assert set(by["1 process, 1 thread"]["bytes_per_step"].values()) == {0}
     two = by["2 processes x 1 thread, graph repeated"]
     batch, dim, half = two["B"], two["D"], two["B"] // 2
