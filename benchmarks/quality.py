@@ -63,6 +63,10 @@ PROTOCOLS: Dict[str, dict] = {
                "features (frozen backbone), BN+Linear head to D=128"),
 }
 
+#: a method "override" that is not a config key: train under ``torchrun`` with this many processes
+PROCESSES = "@processes="
+
+
 # (method label, overrides); the N-pair rows first, then ablations of GCA-HNG, then Proxy-Anchor.
 METHODS: List[tuple] = [
     ("N-pair", ["gca.enabled=false"]),
@@ -81,7 +85,8 @@ METHODS: List[tuple] = [
 BASELINE_OF = {"Proxy-Anchor + GCA-HNG": "Proxy-Anchor", "Multi-Similarity + GCA-HNG": "Multi-Similarity",
                "Multi-Similarity + GCA-HNG (J_gce weight 1)": "Multi-Similarity",
                "Proxy-Anchor (alpha 32) + GCA-HNG": "Proxy-Anchor (alpha 32)",
-               "N-pair + GCA-HNG, fused step": "N-pair + GCA-HNG"}
+               "N-pair + GCA-HNG, fused step": "N-pair + GCA-HNG",
+               "N-pair + GCA-HNG, 2 processes (torchrun, edges sharded)": "N-pair + GCA-HNG"}
 
 # The fused step against the two-pass one (issue "A quarter of the authors' cost"): its row's last column is
 # the paired difference to the two-pass row.
@@ -119,6 +124,13 @@ CONVERGED_ABLATIONS: List[tuple] = [
     ("GCA-HNG layer: transformer", ["loss.metric=npair", "gca.layer=transformer"]),
 ]
 
+# Data-parallel training (issue "Beyond one process"): the same global batch of 32 classes x 2 from two processes
+# of 16 classes each, started by torchrun, the graph sharded by edges; compared with the one-process row.
+DDP_METHODS: List[tuple] = [
+    ("N-pair + GCA-HNG, 2 processes (torchrun, edges sharded)",
+     ["loss.metric=npair", "data.classes_per_batch=16", f"{PROCESSES}2"]),
+]
+
 
 def slug(text: str, limit: int = 60) -> str:
     """A folder-safe name for a run: letters and digits kept, everything else ``_``, at most ``limit`` long."""
@@ -134,7 +146,7 @@ def methods_of(protocol_name: str) -> List[tuple]:
     """The rows a protocol compares: the strong baselines' for the converged protocols (on Omniglot also
     GCA-HNG's ablations), the two steps for the step comparison, the short protocols' rows otherwise."""
     kind = PROTOCOLS[protocol_name].get("methods")
-    return {"strong": STRONG_METHODS, "strong+ablations": STRONG_METHODS + CONVERGED_ABLATIONS,
+    return {"strong": STRONG_METHODS, "strong+ablations": STRONG_METHODS + CONVERGED_ABLATIONS + DDP_METHODS,
             "step": STEP_METHODS}.get(kind, METHODS)
 
 
@@ -144,12 +156,40 @@ def _environment() -> dict:
             "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset")}
 
 
+def split_processes(method_overrides: List[str]) -> tuple:
+    """``(processes, config overrides)`` of a method: ``@processes=N`` taken out (1 without it)."""
+    processes = [int(o[len(PROCESSES):]) for o in method_overrides if o.startswith(PROCESSES)]
+    return (processes[-1] if processes else 1), [o for o in method_overrides if not o.startswith(PROCESSES)]
+
+
+def train_with_torchrun(config: str, overrides: List[str], processes: int, run_dir: Path) -> dict:
+    """``torchrun --standalone --nproc_per_node=processes -m gca.cli train`` (as a user starts it, one thread per
+    process); returns the ``result.json`` rank 0 wrote."""
+    import subprocess
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "gca.cli", "train", "--config", config, "--no-progress", *overrides]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        # torchrun's own summary ends stderr: quote the processes' first error line instead
+        lines = done.stderr.strip().splitlines()
+        cause = next((line.strip() for line in lines if "rror" in line and "ChildFailedError" not in line),
+                     lines[-1] if lines else "")
+        raise RuntimeError(f"torchrun with {processes} processes failed (exit {done.returncode}): {cause}")
+    return json.loads((run_dir / "result.json").read_text())
+
+
 def run_one(protocol: dict, method_overrides: List[str], seed: int, workdir: Path) -> dict:
     name = run_name(method_overrides, seed)
-    cfg = load_config(protocol["config"], protocol["overrides"] + method_overrides +
-                      [f"seed={seed}", f"name={name}", f"output_dir={workdir}", "plots=false"])
+    processes, method_overrides = split_processes(method_overrides)
+    overrides = protocol["overrides"] + method_overrides + [f"seed={seed}", f"name={name}", f"output_dir={workdir}",
+                                                            "plots=false"]
     start = time.perf_counter()
-    result = Trainer(cfg, progress=False).fit()
+    if processes > 1:
+        result = train_with_torchrun(protocol["config"], overrides, processes, workdir / name)
+    else:
+        result = Trainer(load_config(protocol["config"], overrides), progress=False).fit()
     return {"seed": seed, **{m: result[m] for m in METRICS}, "seconds": round(time.perf_counter() - start, 1),
             "steps": result["steps"], "checkpoint": result["checkpoint"]}
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 import costbench
 from costbench.compile_suite import suite_compile
-from costbench.ddp_suite import suite_ddp
+from costbench.ddp_suite import refresh_memory_model, suite_ddp
 from costbench.harness import Runner, environment
 from costbench.memory_suite import suite_memory
 from costbench.report import write_markdown, write_plots
@@ -145,6 +145,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render_only:
         rows = json.loads((args.out / "cost.json").read_text())
+        if any(r.get("suite") == "ddp" for r in rows):
+            refresh_memory_model(rows)      # derived from the measured rows by this code
+            (args.out / "cost.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
         write_markdown(rows, args.out / "cost.md")
         plots = write_plots(rows, args.out)
         print(f"rewrote {args.out / 'cost.md'}, " + ", ".join(p.name for p in plots))

@@ -633,7 +633,7 @@ class Trainer:
         else:
             kind, (selected, metrics) = "test", self._test_selected()
         result = {"name": self.cfg.name, "checkpoint": selected, "epochs": self.epoch, "steps": self.step,
-                  "gca": self.cfg.gca.enabled, **metrics}
+                  "gca": self.cfg.gca.enabled, "processes": self.dist.world_size, **metrics}
         self._log({"kind": kind, **result})
         if self.writes:
             atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2))

@@ -1,5 +1,8 @@
 """Smoke test of the cost benchmark's ddp suite: ``cost.py --quick --suites ddp`` runs one process against two
-(gloo, as torchrun starts them) and counts the bytes each process sends."""
+(gloo, as torchrun starts them) and counts the bytes each process sends; its memory model on a known law."""
+from pathlib import Path
+
+import pytest
 
 
 def test_ddp_suite_quick(quick_suite):
@@ -26,3 +29,37 @@ def test_ddp_suite_quick(quick_suite):
     assert sharded["edge_rows"] == half * (half + 1) // 2 + half * half
     assert by["1 process, 1 thread"]["edge_rows"] == batch * (batch + 1) // 2
     assert by["1 process, 1 thread, directed edges"]["edge_rows"] == batch * batch
+
+
+def test_memory_model_recovers_a_linear_law_and_tabulates_the_shard_counts(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from costbench.ddp_suite import memory_model, refresh_memory_model
+
+    from gca.distributed import shard_edge_counts
+
+    def peak(rows, directed):
+        return 100.0 + 0.03 * rows + 0.01 * directed
+
+    measured = []
+    for batch in (64, 128, 256):
+        for variant, symmetric in (("1 process, 1 thread", True), ("1 process, 1 thread, directed edges", False)):
+            counts = shard_edge_counts(batch, 1, 0, symmetric=symmetric)
+            measured.append({"suite": "ddp", "status": "ok", "variant": variant, "B": batch, "K": 2, "L": 2, "H": 4,
+                             "D": 128, "edge_rows": counts["rows"], "directed_edges": counts["directed"],
+                             "peak_mem_rise_mb": peak(counts["rows"], counts["directed"])})
+    halves = [shard_edge_counts(256, 2, r, symmetric=True) for r in range(2)]
+    measured.append({"suite": "ddp", "status": "ok", "variant": "2 processes x 1 thread, edges sharded", "B": 256,
+                     "K": 2, "L": 2, "H": 4, "D": 128, "edge_rows": halves[0]["rows"],
+                     "directed_edges": halves[0]["directed"],
+                     "peak_mem_rise_mb_each": [peak(h["rows"], h["directed"]) for h in halves]})
+    model = memory_model(measured)
+    assert model["coef_mb"] == [pytest.approx(100.0), pytest.approx(0.03), pytest.approx(0.01)]
+    assert [c["predicted_mb"] for c in model["check"]] == [pytest.approx(c["measured_mb"]) for c in model["check"]]
+    cell = next(t for t in model["table"] if t["B"] == 4096 and t["N"] == 4)
+    assert cell["full_rows"] == 1024 * 1025 // 2 + 3072 * 1024 and cell["knn_rows"] == 1024 * 33
+    assert cell["full_mb"] == pytest.approx(peak(cell["full_rows"], 4096 * 1024))
+    # the derived row is replaced, not added to, when the report is rewritten
+    refresh_memory_model(measured)
+    refresh_memory_model(measured)
+    assert sum(r.get("variant") == "memory model" for r in measured) == 1
+    assert memory_model(measured[:3]) is None

@@ -70,3 +70,22 @@ def test_sign_flip_p_value_against_enumeration():
                 for s in itertools.product([-1, 1], repeat=n)]
         assert sign_flip_p_value(diffs) == sum(hits) / len(hits)
     assert sign_flip_p_value(np.array([1.0, 2.0, 3.0, 4.0, 5.0])) == 2 / 32    # all positive: the smallest p
+
+
+def test_a_method_with_processes_trains_under_torchrun(tmp_path, monkeypatch):
+    """``@processes=2`` in a method's overrides starts ``torchrun`` with two processes (the global batch split
+    between them); the row reads what rank 0 wrote."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    from quality import run_one, split_processes
+
+    from gca.testing.runs import tiny_run_overrides
+    assert split_processes(["a=1", "@processes=2", "b=2"]) == (2, ["a=1", "b=2"])
+    assert split_processes(["a=1"]) == (1, ["a=1"])
+    protocol = {"config": "omniglot", "overrides": tiny_run_overrides(tmp_path, "solver.epochs=1", "gca.dropout=0")}
+    run = run_one(protocol, ["data.classes_per_batch=2", "@processes=2"], 0, tmp_path / "runs")
+    result = json.loads((tmp_path / "runs" / "data_classes_per_batch_2__processes_2_s0" / "result.json").read_text())
+    assert result["processes"] == 2 and run["steps"] == result["steps"] > 0
+    assert {m: run[m] for m in ("R@1", "MAP@R")} == {m: result[m] for m in ("R@1", "MAP@R")}
+    # a failing launch names the processes' error, not torchrun's summary
+    with pytest.raises(RuntimeError, match="torchrun with 2 processes failed .*classes_per_batch"):
+        run_one(protocol, ["data.classes_per_batch=1", "@processes=2"], 0, tmp_path / "runs")
