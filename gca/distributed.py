@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional
 
@@ -121,11 +122,16 @@ class GatheredObjective(torch.nn.Module):
     everywhere, the processes' random number generators in step so that the repeated dropout masks agree)
     or sharded by edges (``shard_edges=True``, :meth:`gca.GCAGenerator.sharded` with an :class:`EdgeShard`:
     each process owns the edges into its own samples and about ``1/N`` of the edge work and memory). Sharded,
-    the generator's gradient on process ``r`` is ``N`` times its share ``g_r`` of the global gradient (the
-    gathered outputs' gradients are summed over the processes), so the step averages it over the processes
-    (:meth:`reduce_generator_gradients`) to get ``\sum_r g_r``. The generator's random draws (dropout,
-    mixing weights) then come from a stream of each process's own, forked from the shared one, so the
-    processes' generators stay in step for everything else and draw independently for their edges.
+    the generator's gradient on process ``r`` is ``N g_r`` for the parts computed on its own edges (``g_r`` its
+    share of the global gradient; the gathered outputs' gradients are summed over the processes) and the full
+    gradient ``g`` for the parts every process repeats on gathered tensors (the node head), so the step
+    averages it over the processes (:meth:`reduce_generator_gradients`), which gives ``\sum_r g_r`` and ``g``.
+    The generator's random draws (dropout, mixing weights) then come from a stream of each process's own,
+    forked from the shared one, so the processes' generators stay in step for everything else and draw
+    independently for their edges: with dropout, the two directions of a pair split between two processes get
+    two masks, as one process's directed edges (``symmetric_edges=False``) do, where one process keeping pair
+    states shares one mask. A layer whose blocks cannot be sharded (``supports_sharding`` false, e.g. ``gen``
+    with its BatchNorm over nodes) falls back to the repeated graph, with a warning.
 
     Args:
         objective: the objective to wrap (:class:`gca.objective.Objective`).
@@ -138,7 +144,12 @@ class GatheredObjective(torch.nn.Module):
         self.objective = objective
         self.group = group
         generator = getattr(objective, "generator", None)
-        self.shards_edges = bool(shard_edges) and hasattr(generator, "sharded")
+        propagation = getattr(generator, "propagation", None)
+        can_shard = hasattr(generator, "sharded") and getattr(propagation, "supports_sharding", False)
+        if shard_edges and hasattr(generator, "sharded") and not can_shard:
+            warnings.warn(f"layer {getattr(propagation, 'layer_type', '?')!r} cannot be sharded by edges (its blocks "
+                          f"lack supports_sharding); every process repeats the whole graph", stacklevel=2)
+        self.shards_edges = bool(shard_edges) and can_shard
 
     @contextlib.contextmanager
     def _generator_work(self, device: torch.device):
@@ -159,7 +170,10 @@ class GatheredObjective(torch.nn.Module):
         if not self.shards_edges:
             return
         params = list(self.objective.generator_parameters())
-        present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+        if not params:
+            return
+        # on the parameters' device: NCCL reduces CUDA tensors only
+        present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
         dist.all_reduce(present, op=dist.ReduceOp.MAX, group=self.group)
         grads = []
         for p, anywhere in zip(params, present.tolist()):

@@ -136,8 +136,9 @@ class GCAGenerator(nn.Module):
         propagates them, gathering the node states after every node update, normalises lambda with the
         statistics of every process's edges and synthesises its anchors' negatives; the synthetics are then
         gathered, so every loss on them is the one-process loss. A loss on a :class:`Generation` gives each
-        process's share of the generator's gradient times ``N``: average the generator's gradients over the
-        processes (:meth:`gca.distributed.GatheredObjective.reduce_generator_gradients`). On the full graph
+        process ``N`` times its share of the gradient of what it computed on its edges, and the whole gradient of
+        what every process repeats (the node head): average the generator's gradients over the processes
+        (:meth:`gca.distributed.GatheredObjective.reduce_generator_gradients`). On the full graph
         with ``symmetric_edges``, only pairs of two owned nodes keep one state (about ``B^2 / N`` directed
         rows per process less ``B^2 / 2N^2`` saved, where one process keeps ``B^2 / 2``).
         """

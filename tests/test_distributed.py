@@ -296,3 +296,23 @@ def test_uneven_blocks_gather_back_in_order(tmp_path):
         got = torch.load(tmp_path / f"rows{rank}.pt", weights_only=True)
         torch.testing.assert_close(got["rows"], torch.arange(21, dtype=torch.float).view(7, 3))
         assert got["labels"].tolist() == [0, 10, 20, 30, 40, 50, 60]
+
+
+@pytest.mark.parametrize("layer,shardable", [("gca", True), ("gatv2", True), ("transformer", True), ("gine", True),
+                                             ("gen", False)])
+def test_layers_that_normalise_over_nodes_are_not_sharded(layer, shardable):
+    """GENConv's BatchNorm over the nodes would see the other processes' nodes, which have no incoming edges on this
+    process: such a layer says it cannot be sharded, and the objective falls back to the repeated graph, saying so."""
+    import warnings
+
+    from gca.model import GCAHNG
+    objective = GCAHNG(8, 4, num_layers=1, heads=2, layer=layer)
+    assert objective.generator.propagation.supports_sharding is shardable
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped = GatheredObjective(objective, shard_edges=True)
+    assert wrapped.shards_edges is shardable
+    assert [str(w.message) for w in caught] == ([] if shardable else [
+        "layer 'gen' cannot be sharded by edges (its blocks lack supports_sharding); every process repeats the "
+        "whole graph"])
+    assert GatheredObjective(objective, shard_edges=False).shards_edges is False

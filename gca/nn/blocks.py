@@ -99,7 +99,6 @@ class PyGConvBlock(nn.Module):
     """
 
     supports_pairs = True
-    supports_sharding = True
 
     def __init__(self, conv: nn.Module, channels: int, dropout: float = 0.1, message_edges: str = "negative",
                  ffn_ratio: int = 4):
@@ -111,6 +110,13 @@ class PyGConvBlock(nn.Module):
         self.ffn_in = nn.Linear(channels, ffn_ratio * channels)
         self.ffn_out = nn.Linear(ffn_ratio * channels, channels)
         self.edge = GCAEdgeConv(channels, dropout=dropout, ffn_ratio=ffn_ratio)
+
+    @property
+    def supports_sharding(self) -> bool:
+        """Whether the block can run on a process's share of a graph sharded by edges: not when the convolution
+        normalises over the nodes (GENConv's default BatchNorm), since a process's nodes without incoming edges
+        (the other processes') would enter its statistics."""
+        return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.conv.modules())
 
     def reset_parameters(self):
         self.conv.reset_parameters()
