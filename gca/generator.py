@@ -86,8 +86,9 @@ class GCAGenerator(nn.Module):
         negatives_per_class: ``"all"`` or ``"one"`` sample of each negative class per synthetic.
         mixing: ``"sequential"``, ``"dirichlet"`` or ``"mean"`` (:func:`gca.synthesis.mixing_weights`).
         symmetric_edges: keep one edge state per unordered pair (:class:`gca.nn.GraphPropagation`), which
-            halves the edge work on the full graph with the same result; ``"auto"`` uses it whenever the
-            graph is full, the layer type supports it and there is no memory.
+            halves the edge work on the full graph with the same result (with a memory, the pairs of batch
+            nodes; each memory edge keeps a state of its own); ``"auto"`` uses it whenever the graph is full and
+            the layer type supports it.
         memory_size: ``M > 0`` keeps a cross-batch memory of the last ``M`` embeddings (:mod:`gca.memory`),
             refreshed by :meth:`remember`; ``0``: none (the batch graph alone).
         memory_k: memory entries of other classes joined to each anchor.
@@ -115,12 +116,9 @@ class GCAGenerator(nn.Module):
         self.memory = CrossBatchMemory(memory_size, embedding_dim) if memory_size else None
         self.memory_k = memory_k
         if symmetric_edges == "auto":
-            symmetric_edges = edges == "full" and self.propagation.supports_pairs and self.memory is None
+            symmetric_edges = edges == "full" and self.propagation.supports_pairs
         elif symmetric_edges and edges != "full":
             raise ValueError("symmetric_edges needs edges='full' (a knn graph is not symmetric)")
-        elif symmetric_edges and self.memory is not None:
-            raise ValueError("symmetric_edges does not work with a cross-batch memory (its edges go one way: "
-                             "memory -> batch); pass symmetric_edges='auto' or False")
         self.symmetric_edges = bool(symmetric_edges)
         self.lambda_head = ChannelWeightHead(embedding_dim, per_channel)
         self.node_head = NodeClassifierHead(embedding_dim, num_classes)
@@ -208,7 +206,7 @@ class GCAGenerator(nn.Module):
                                   memory_k=self.memory_k, shard=shard)
         sharding, reduce = {}, None
         if shard is not None:
-            sharding = dict(owned=graph.owned, sync=lambda h: shard.gather_nodes(h, graph.num_batch))
+            sharding = dict(sync=lambda h: shard.gather_nodes(h, graph.num_batch))
             reduce = shard.sum
         # the propagation and its heads run in the ambient autocast precision (they are the cost); lambda,
         # the logits and everything after them in float32, as the baseline's loss
@@ -219,11 +217,17 @@ class GCAGenerator(nn.Module):
             edge_to_row = None
         else:
             # one state per unordered pair: the lambda head runs per pair (its BN weighting each pair as the
-            # directed edges it stands for: two, one for a self-loop or, sharded, an edge whose reverse lives
-            # on another process) and lambda is read per directed edge
+            # directed edges it stands for: two, or one for a self-loop, a memory edge or, sharded, an edge
+            # whose reverse lives on another process) and lambda is read per directed edge
+            # pairs only between batch nodes (a memory's edges go one way) that this process owns (sharded)
+            paired_nodes = None
+            if graph.num_nodes > graph.num_batch or shard is not None:
+                paired_nodes = torch.arange(graph.num_nodes, device=graph.x.device) < graph.num_batch
+                if shard is not None:
+                    paired_nodes &= graph.owned
             node_states, edge_states, (pair_index, edge_to_row) = self.propagation(
                 graph.x, graph.edge_index, graph.edge_attr, graph.same_class, symmetric=True, return_pairs=True,
-                **sharding)
+                paired_nodes=paired_nodes, **sharding)
             directions = torch.bincount(edge_to_row, minlength=edge_states.shape[0]).float()
             lam = self.lambda_head(edge_states, row_weight=directions, reduce=reduce).float()[edge_to_row]
         node_logits = self.node_head(node_states[:graph.num_batch]).float()

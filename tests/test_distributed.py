@@ -209,8 +209,10 @@ def test_two_processes_train_as_one_on_the_concatenated_batch(tmp_path, case):
         torch.testing.assert_close(got["losses"], expected_losses)
         assert set(got["state"]) == set(state)
         for key, value in state.items():
-            torch.testing.assert_close(got["state"][key], value, equal_nan=True,
-                                       msg=f"{case}: {key} differs on rank {rank}")
+            # float rounding only: sums over processes (and over a process's pairs) add in another order, and two
+            # SGD steps carry it into the running statistics at about 1e-5 relative
+            torch.testing.assert_close(got["state"][key], value, rtol=1e-4, atol=1e-5, equal_nan=True,
+                                       msg=lambda m, key=key: f"{case}: {key} differs on rank {rank}: {m}")
 
 
 # ------------------------------------------------------------------------------------- global BatchNorm

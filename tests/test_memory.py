@@ -164,7 +164,6 @@ def test_train_step_refreshes_the_memory_with_the_steps_batch():
 
 @pytest.mark.parametrize("override, message", [
     (["gca.memory_size=-1"], "gca.memory_size"),
-    (["gca.memory_size=8", "gca.symmetric_edges=true"], "gca.symmetric_edges"),
     (["gca.memory_size=8", "gca.generator=hdml"], "gca.memory_size"),
 ])
 def test_bad_memory_settings_are_named(override, message):
@@ -173,6 +172,27 @@ def test_bad_memory_settings_are_named(override, message):
         load_config("omniglot", override)
 
 
-def test_symmetric_edges_refused_with_a_memory():
-    with pytest.raises(ValueError, match="cross-batch memory"):
-        GCAHNG(8, 30, memory_size=10, symmetric_edges=True)
+def test_pair_states_with_a_memory_equal_directed_edges():
+    """With a memory, the batch's pairs keep one state and every memory edge (memory -> batch, the memory's
+    self-loops) one of its own: the same node states, lambda and synthetics as one state per directed edge, with
+    fewer edge states."""
+    z, y = torch.randn(12, 8), torch.arange(4).repeat(3)
+    generations = {}
+    for symmetric in (True, False):
+        torch.manual_seed(0)
+        objective = GCAHNG(8, 30, num_layers=2, heads=2, memory_size=40, memory_k=3, dropout=0.0,
+                           symmetric_edges=symmetric).train()
+        assert objective.generator.symmetric_edges is symmetric
+        objective.generator.remember(torch.randn(40, 8, generator=torch.Generator().manual_seed(5)),
+                                     torch.arange(40) % 10 + 4)
+        generations[symmetric] = objective.generate(z, y, generator=torch.Generator().manual_seed(1))
+    assert GCAHNG(8, 30, memory_size=10).generator.symmetric_edges          # "auto" keeps pairs with a memory
+    pairs, directed = generations[True], generations[False]
+    src, dst = pairs.graph.edge_index
+    batch_edges = int(((src < 12) & (dst < 12)).sum())
+    assert pairs.graph.num_nodes > 12 and batch_edges < src.numel()
+    assert pairs.edge_rows.shape[0] == 12 * 13 // 2 + src.numel() - batch_edges
+    torch.testing.assert_close(pairs.node_states, directed.node_states)
+    torch.testing.assert_close(pairs.edge_states, directed.edge_states)
+    torch.testing.assert_close(pairs.lam, directed.lam)
+    torch.testing.assert_close(pairs.synthetics.embeddings, directed.synthetics.embeddings)

@@ -37,19 +37,26 @@ class EdgeMessageAggregation(MessagePassing):
     def message(self, messages: Tensor) -> Tensor:
         return messages
 
-    def forward_pairs(self, pair_index: Tensor, messages: Tensor, num_nodes: int) -> Tensor:
+    def forward_pairs(self, pair_index: Tensor, messages: Tensor, num_nodes: int,
+                      edge_to_pair: Optional[Tensor] = None) -> Tensor:
         """The same aggregation when both directions of every edge carry one message per unordered pair.
 
         ``pair_index`` ``[2, P]`` holds each pair once (a self-loop ``(i, i)`` included); its message reaches
-        both end nodes, a self-loop's only once, so no per-direction copy of the messages is ever formed.
+        both end nodes, a self-loop's only once, so no per-direction copy of the messages is ever formed. With
+        ``edge_to_pair`` (``[E]``, the row of every directed edge), a row that stands for one directed edge only
+        (an edge whose reverse is not in the graph, written ``(source, target)``) reaches its target only.
 
         Shapes:
             pair_index ``[2, P]``, messages ``[P, D]`` -> ``[N, D]``
         """
         lo, hi = pair_index
-        # a self-loop's message arrives once: the reverse direction counts only the other pairs (a mask, not
-        # an index, so that no device sync is needed)
-        reverse = (lo != hi).unsqueeze(-1).to(messages.dtype)
+        # a self-loop's (or a one-way row's) message arrives once: the reverse direction counts only the rows
+        # that stand for two edges (a mask, not an index, so that no device sync is needed)
+        if edge_to_pair is None:
+            two_way = lo != hi
+        else:
+            two_way = torch.bincount(edge_to_pair, minlength=lo.numel()) == 2
+        reverse = two_way.unsqueeze(-1).to(messages.dtype)
         out = scatter(messages, hi, 0, dim_size=num_nodes, reduce="sum")
         out = out + scatter(messages * reverse, lo, 0, dim_size=num_nodes, reduce="sum")
         if self.aggr == "mean":
@@ -154,7 +161,7 @@ class GCANodeConv(MessagePassing):
         if pairs is None:
             incoming = self.edge_messages(edge_index, messages, size)
         else:   # one message per unordered pair, sent both ways: half the edge-to-node work
-            incoming = self.edge_messages.forward_pairs(pairs[0], messages, num_nodes)
+            incoming = self.edge_messages.forward_pairs(pairs[0], messages, num_nodes, pairs[1])
         h = self.norm(F.gelu(h + incoming))
         h = self.norm(F.gelu(h + self.ffn_out(F.gelu(self.ffn_in(h)))))
         if return_attention_weights:

@@ -26,10 +26,13 @@ class GraphPropagation(nn.Module):
     halves the edge work and gives the same result (dropout then shares its mask between the two
     directions). It needs blocks with ``supports_pairs``; see :func:`symmetric_pairs`.
 
-    Sharded by edges (``owned`` and ``sync`` in :meth:`forward`, see :class:`gca.distributed.EdgeShard`), the
-    graph holds only the edges into this process's nodes; after each block's node update ``sync`` replaces the
-    node states by every owner's (the edge update needs both end nodes). With ``symmetric=True`` only the
-    pairs of two owned nodes keep one state; an edge from another process's node is a row of its own.
+    ``paired_nodes`` (in :meth:`forward`) restricts the pairing to the edges between those nodes, where both
+    directions are in the graph; every other edge is a row of its own (a cross-batch memory's edges into the
+    batch, or, sharded by edges, an edge from another process's node).
+
+    Sharded by edges (``sync`` in :meth:`forward`, see :class:`gca.distributed.EdgeShard`), the graph holds only
+    the edges into this process's nodes; after each block's node update ``sync`` replaces the node states by
+    every owner's (the edge update needs both end nodes).
 
     Args:
         channels: embedding width :math:`D`.
@@ -71,7 +74,7 @@ class GraphPropagation(nn.Module):
         return all(getattr(block, "supports_sharding", False) for block in self.layers)
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, same_class: Tensor,
-                symmetric: bool = False, return_pairs: bool = False, owned: Optional[Tensor] = None,
+                symmetric: bool = False, return_pairs: bool = False, paired_nodes: Optional[Tensor] = None,
                 sync: Optional[Callable[[Tensor], Tensor]] = None):
         """Propagate; returns ``(node states, edge states)``.
 
@@ -79,11 +82,10 @@ class GraphPropagation(nn.Module):
         the pairs come along: ``(node states [N, D], pair states [P, D], (pair_index [2, P], edge_to_pair
         [E]))``, so that what reads them (the lambda head) can also run per pair.
 
-        ``owned`` (``[N]`` bool) and ``sync`` (node states -> every owner's node states) run this process's
-        share of a graph sharded by edges (see the class docstring); both or neither.
+        ``paired_nodes`` (``[N]`` bool): with ``symmetric``, pair only the edges between these nodes (``None``:
+        all). ``sync`` (node states -> every owner's node states) runs this process's share of a graph sharded by
+        edges (see the class docstring).
         """
-        if (owned is None) != (sync is None):
-            raise ValueError("a sharded propagation needs both owned and sync")
         if sync is not None and not self.supports_sharding:
             raise ValueError(f"propagation sharded by edges needs blocks that support it; {self.layer_type!r} "
                              f"does not (a block needs supports_sharding and a sync argument)")
@@ -97,7 +99,7 @@ class GraphPropagation(nn.Module):
         if not self.supports_pairs:
             raise ValueError("symmetric propagation needs blocks that support pairs; "
                              f"{self.layer_type!r} does not")
-        pair_edge, edge_to_pair = symmetric_pairs(edge_index, x.shape[0], owned)
+        pair_edge, edge_to_pair = symmetric_pairs(edge_index, x.shape[0], paired_nodes)
         pairs = (edge_index[:, pair_edge], edge_to_pair)
         e = edge_attr[pair_edge]
         for block in blocks:
@@ -111,20 +113,22 @@ class GraphPropagation(nn.Module):
                 f"layer={self.layer_type!r})")
 
 
-def symmetric_pairs(edge_index: Tensor, num_nodes: int, owned: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def symmetric_pairs(edge_index: Tensor, num_nodes: int, paired_nodes: Optional[Tensor] = None
+                    ) -> Tuple[Tensor, Tensor]:
     """For a graph holding both directions of every edge: the ids of the edges with ``source <= target``
     (one per unordered pair, ``[P]``) and, for every edge, the position of its pair among them (``[E]``).
 
-    With ``owned`` (``[N]`` bool, a process's share of a graph sharded by edges: the edges into its nodes),
-    only the edges between two owned nodes are paired; every other edge is a row of its own (its reverse
-    lives on another process).
+    With ``paired_nodes`` (``[N]`` bool), only the edges between two of those nodes are paired (both directions
+    must be in the graph); every other edge is a row of its own: a cross-batch memory's edges into the batch,
+    or, in a process's share of a graph sharded by edges (the edges into its nodes), an edge whose reverse lives
+    on another process.
     """
     src, dst = edge_index
     lo, hi = torch.minimum(src, dst), torch.maximum(src, dst)
     key = lo * num_nodes + hi
     canonical = src <= dst
-    if owned is not None:
-        paired = owned[src] & owned[dst]
+    if paired_nodes is not None:
+        paired = paired_nodes[src] & paired_nodes[dst]
         # an unpaired edge gets a key of its own, after every pair's
         key = torch.where(paired, key, num_nodes * num_nodes + src * num_nodes + dst)
         canonical = canonical | ~paired

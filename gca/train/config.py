@@ -478,9 +478,6 @@ def validate(cfg: RunConfig) -> None:
     if g.memory_size and g.enabled and g.generator != "gca":
         raise ValueError(f"config key 'gca.memory_size' is {g.memory_size}, which needs gca.generator=gca, "
                          f"not {g.generator!r}")
-    if g.memory_size and g.symmetric_edges is True:
-        raise ValueError("config key 'gca.symmetric_edges' is true, which does not work with gca.memory_size > 0 "
-                         "(memory edges go one way); use auto or false")
     _choice("gca.synthetic_loss_mode", g.synthetic_loss_mode, SYNTHETIC_LOSS_MODES)
     _choice("gca.synthetic_gradient", g.synthetic_gradient, SYNTHETIC_GRADIENTS)
     if not (g.symmetric_edges == "auto" or isinstance(g.symmetric_edges, bool)):
