@@ -137,8 +137,9 @@ class GCAGenerator(nn.Module):
         process ``N`` times its share of the gradient of what it computed on its edges, and the whole gradient of
         what every process repeats (the node head): average the generator's gradients over the processes
         (:meth:`gca.distributed.GatheredObjective.reduce_generator_gradients`). On the full graph
-        with ``symmetric_edges``, only pairs of two owned nodes keep one state (about ``B^2 / N`` directed
-        rows per process less ``B^2 / 2N^2`` saved, where one process keeps ``B^2 / 2``).
+        with ``symmetric_edges``, only pairs of two owned nodes keep one state: about ``B^2 (2N - 1) / 2N^2``
+        edge states per process, where one process keeps ``B (B + 1) / 2``
+        (:func:`gca.distributed.shard_edge_counts`).
         """
         if shard is not None and not self.propagation.supports_sharding:
             raise ValueError(f"layer {self.propagation.layer_type!r} cannot be sharded by edges "
@@ -216,10 +217,10 @@ class GCAGenerator(nn.Module):
             lam = self.lambda_head(edge_states, reduce=reduce).float()
             edge_to_row = None
         else:
-            # one state per unordered pair: the lambda head runs per pair (its BN weighting each pair as the
-            # directed edges it stands for: two, or one for a self-loop, a memory edge or, sharded, an edge
-            # whose reverse lives on another process) and lambda is read per directed edge
-            # pairs only between batch nodes (a memory's edges go one way) that this process owns (sharded)
+            # one state per unordered pair of batch nodes (a memory's edges go one way) that this process owns
+            # (sharded): the lambda head runs per row, its BN weighting each row as the directed edges it stands
+            # for (two, or one for a self-loop, a memory edge or an edge from another process's node), and
+            # lambda is read per directed edge
             paired_nodes = None
             if graph.num_nodes > graph.num_batch or shard is not None:
                 paired_nodes = torch.arange(graph.num_nodes, device=graph.x.device) < graph.num_batch
