@@ -210,8 +210,8 @@ def test_two_processes_train_as_one_on_the_concatenated_batch(tmp_path, case):
         assert set(got["state"]) == set(state)
         for key, value in state.items():
             # float rounding only: sums over processes (and over a process's pairs) add in another order, and two
-            # SGD steps carry it into the running statistics at about 1e-5 relative
-            torch.testing.assert_close(got["state"][key], value, rtol=1e-4, atol=1e-5, equal_nan=True,
+            # SGD steps carry it into the BatchNorm running statistics at up to 1.3e-5 absolute (seen in CI)
+            torch.testing.assert_close(got["state"][key], value, rtol=1e-4, atol=5e-5, equal_nan=True,
                                        msg=lambda m, key=key: f"{case}: {key} differs on rank {rank}: {m}")
 
 
