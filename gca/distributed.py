@@ -311,29 +311,34 @@ def shard_range(length: int, rank: int, world_size: int) -> range:
     return range(start, start + base + (1 if rank < extra else 0))
 
 
-def all_gather_rows(tensor: Tensor, group=None) -> Tensor:
-    """Every process's ``tensor`` stacked in rank order when the row counts differ (no gradient): each
-    process's rows are padded to the longest, gathered, and cut back."""
-    world = dist.get_world_size(group)
+def _row_counts(tensor: Tensor, group=None) -> tuple:
+    """Every process's row count of ``tensor``, in rank order (one small all-gather)."""
     count = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
-    counts = [torch.empty_like(count) for _ in range(world)]
+    counts = [torch.empty_like(count) for _ in range(dist.get_world_size(group))]
     dist.all_gather(counts, count, group=group)
-    longest = int(max(c.item() for c in counts))
+    return tuple(int(c.item()) for c in counts)
+
+
+def _gather_padded(tensor: Tensor, counts: tuple, group=None) -> Tensor:
+    """Each process's rows padded to the longest, gathered, and cut back to ``counts``, in rank order."""
+    longest = max(max(counts), 1)
     padded = tensor.new_zeros((longest, *tensor.shape[1:]))
     padded[:tensor.shape[0]] = tensor
     parts = all_gather_no_grad(padded, group).split(longest)
-    return torch.cat([part[:int(c.item())] for part, c in zip(parts, counts)])
+    return torch.cat([part[:c] for part, c in zip(parts, counts)])
+
+
+def all_gather_rows(tensor: Tensor, group=None) -> Tensor:
+    """Every process's ``tensor`` stacked in rank order when the row counts differ (no gradient): each
+    process's rows are padded to the longest, gathered, and cut back."""
+    return _gather_padded(tensor, _row_counts(tensor, group), group)
 
 
 class _AllGatherRowsWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: Tensor, counts: tuple, group) -> Tensor:
         ctx.group, ctx.rank, ctx.counts = group, dist.get_rank(group), counts
-        longest = max(max(counts), 1)
-        padded = tensor.new_zeros((longest, *tensor.shape[1:]))
-        padded[:tensor.shape[0]] = tensor
-        parts = all_gather_no_grad(padded, group).split(longest)
-        return torch.cat([part[:c] for part, c in zip(parts, counts)])
+        return _gather_padded(tensor, counts, group)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -353,11 +358,7 @@ def all_gather_rows_with_grad(tensor: Tensor, group=None, counts: Optional[tuple
         counts: every process's ``n_r`` when the caller knows them (saves one small all-gather).
     """
     if counts is None:
-        world = dist.get_world_size(group)
-        count = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
-        gathered = [torch.empty_like(count) for _ in range(world)]
-        dist.all_gather(gathered, count, group=group)
-        counts = tuple(int(c.item()) for c in gathered)
+        counts = _row_counts(tensor, group)
     elif counts[dist.get_rank(group)] != tensor.shape[0]:
         raise ValueError(f"counts say {counts[dist.get_rank(group)]} rows on this process, the tensor has "
                          f"{tensor.shape[0]}")

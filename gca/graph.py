@@ -249,12 +249,13 @@ def build_batch_graph(
         edge_index = knn_edge_index(embeddings, k, self_loops, targets=targets)
     if memory_edges is not None:
         memory_nodes = num_nodes + torch.arange(memory_index.numel(), device=device)
-        parts = [edge_index, memory_edges]
+        extra = [memory_edges]
         if self_loops:
-            parts.append(torch.stack([memory_nodes, memory_nodes]))
-        edge_index = torch.cat(parts, dim=1)
-        if owned is not None:
-            edge_index = edge_index[:, owned[edge_index[1]]]
+            extra.append(torch.stack([memory_nodes, memory_nodes]))
+        extra = torch.cat(extra, dim=1)
+        if owned is not None:       # the batch's edges already end in owned nodes only
+            extra = extra[:, owned[extra[1]]]
+        edge_index = torch.cat([edge_index, extra], dim=1)
     edge_attr = channel_correlation(x, edge_index)
     same_class = y[edge_index[0]] == y[edge_index[1]]
     graph = Data(x=x, edge_index=edge_index, edge_attr=edge_attr, y=y, same_class=same_class,
