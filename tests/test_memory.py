@@ -196,3 +196,31 @@ def test_pair_states_with_a_memory_equal_directed_edges():
     torch.testing.assert_close(pairs.edge_states, directed.edge_states)
     torch.testing.assert_close(pairs.lam, directed.lam)
     torch.testing.assert_close(pairs.synthetics.embeddings, directed.synthetics.embeddings)
+
+
+def test_a_loss_on_raw_dot_products_is_named_unsuited_to_the_memory():
+    from gca.losses import create_metric_loss
+    from gca.memory import memory_loss_problem
+    npair = create_metric_loss("npair", 30, 8)
+    assert "NPairLoss compares raw (unnormalised) embeddings" in memory_loss_problem(npair)
+    assert memory_loss_problem(npair, embeddings_normalised=True) is None
+    for name in ("multi_similarity", "proxy_anchor"):
+        assert memory_loss_problem(create_metric_loss(name, 30, 8)) is None, name
+    assert memory_loss_problem(torch.nn.Module()) is None          # no distance: not judged
+
+
+@pytest.mark.parametrize("metric, warns", [("npair", True), ("multi_similarity", False)])
+def test_the_trainer_warns_of_a_memory_with_a_loss_on_raw_dot_products(tmp_path, metric, warns):
+    import warnings
+
+    from gca.testing.runs import tiny_run_overrides
+    from gca.train import Trainer, load_config
+    cfg = load_config(None, tiny_run_overrides(tmp_path, f"loss.metric={metric}", "gca.memory_size=40",
+                                               "gca.memory_k=3", "plots=false"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(cfg, progress=False)
+    messages = [str(w.message) for w in caught if "gca.memory_size=40" in str(w.message)]
+    assert len(messages) == int(warns)
+    if warns:
+        assert "loss.metric=npair" in messages[0] and "drifts along its mean direction" in messages[0]

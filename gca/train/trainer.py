@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -44,6 +45,7 @@ from gca.distributed import (
 from gca.evaluation import embed_dataset, retrieval_metrics
 from gca.io import atomic_save, atomic_write_text
 from gca.losses import create_metric_loss
+from gca.memory import memory_loss_problem
 from gca.model import GCAHNG
 from gca.objective import MetricLossObjective, Objective
 from gca.rng import rng_state, seed_everything, set_rng_state
@@ -233,6 +235,11 @@ class Trainer:
                 synthetic_loss_mode=g.synthetic_loss_mode, synthetic_gradient=g.synthetic_gradient,
                 diagnostics=g.diagnostics, memory_size=g.memory_size, memory_k=g.memory_k)
         self.objective.to(self.device)
+        if g.enabled and g.memory_size:
+            problem = memory_loss_problem(self.metric_loss, getattr(self.model, "normalize", False))
+            if problem is not None:
+                warnings.warn(f"gca.memory_size={g.memory_size} with loss.metric={cfg.loss.metric}: {problem}",
+                              stacklevel=2)
         if g.enabled and g.generator == "gca" and g.compile:
             # in place: the state_dict keys stay those of the eager model, so weights load either way
             self.objective.generator.compile_layers()
