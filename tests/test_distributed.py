@@ -1,6 +1,6 @@
 """gca.distributed with two gloo processes on CPU, against one process on the concatenated batch."""
 import os
-import socket
+import uuid
 
 import pytest
 import torch
@@ -32,15 +32,17 @@ def _loss(gathered, weight):
     return ((gathered * weight).sum(-1).tanh() ** 2).sum() + gathered.pow(3).mean()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rendezvous(tmp_path) -> str:
+    """A file for the processes to meet at: no TCP port to pick, so no race for one with other programs."""
+    return f"file://{tmp_path / f'rendezvous-{uuid.uuid4().hex}'}"
 
 
-def _worker(rank, port, out_dir, mismatched):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _join(rank, rendezvous):
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
+
+
+def _worker(rank, rendezvous, out_dir, mismatched):
+    _join(rank, rendezvous)
     try:
         x, weights = _inputs()
         own = x[rank * ROWS:(rank + 1) * ROWS].clone().requires_grad_(True)
@@ -58,7 +60,7 @@ def _worker(rank, port, out_dir, mismatched):
 
 
 def _run(tmp_path, mismatched=False):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), mismatched), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_rendezvous(tmp_path), str(tmp_path), mismatched), nprocs=WORLD, join=True)
     return [torch.load(tmp_path / f"r{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
@@ -186,9 +188,8 @@ def _loss_table(case, losses):
     return torch.tensor([[s[k] for k in keep] for s in losses])
 
 
-def _train_worker(rank, port, out_dir, case):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _train_worker(rank, rendezvous, out_dir, case):
+    _join(rank, rendezvous)
     try:
         state, losses = _train(case, rank)
         torch.save({"state": state, "losses": _loss_table(case, losses)}, os.path.join(out_dir, f"r{rank}.pt"))
@@ -201,7 +202,7 @@ def test_two_processes_train_as_one_on_the_concatenated_batch(tmp_path, case):
     """Under DDP with GatheredObjective, two processes holding half a batch each end two training steps with the
     parameters (embedding network, metric loss's proxies, GNN, classifier), schedules and logged losses of one
     process trained on the whole batches."""
-    mp.spawn(_train_worker, args=(_free_port(), str(tmp_path), case), nprocs=WORLD, join=True)
+    mp.spawn(_train_worker, args=(_rendezvous(tmp_path), str(tmp_path), case), nprocs=WORLD, join=True)
     state, losses = _train(case)
     expected_losses = _loss_table(case, losses)
     for rank in range(WORLD):
@@ -232,9 +233,8 @@ def _bn_layer():
     return bn
 
 
-def _bn_worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _bn_worker(rank, rendezvous, out_dir):
+    _join(rank, rendezvous)
     try:
         x, upstream = _bn_inputs()
         own = slice(rank * 4, (rank + 1) * 4)
@@ -251,7 +251,7 @@ def _bn_worker(rank, port, out_dir):
 
 
 def test_global_batchnorm_is_batchnorm_of_the_concatenated_batch(tmp_path):
-    mp.spawn(_bn_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_bn_worker, args=(_rendezvous(tmp_path), str(tmp_path)), nprocs=WORLD, join=True)
     x, upstream = _bn_inputs()
     bn = _bn_layer()
     whole = x.clone().requires_grad_(True)
@@ -279,9 +279,8 @@ def test_shard_ranges_cover_in_order(length, world):
     assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
 
 
-def _rows_worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _rows_worker(rank, rendezvous, out_dir):
+    _join(rank, rendezvous)
     try:
         block = shard_range(7, rank, WORLD)
         rows = torch.arange(7 * 3, dtype=torch.float).view(7, 3)[block.start:block.stop]
@@ -293,7 +292,7 @@ def _rows_worker(rank, port, out_dir):
 
 
 def test_uneven_blocks_gather_back_in_order(tmp_path):
-    mp.spawn(_rows_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_rows_worker, args=(_rendezvous(tmp_path), str(tmp_path)), nprocs=WORLD, join=True)
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rows{rank}.pt", weights_only=True)
         torch.testing.assert_close(got["rows"], torch.arange(21, dtype=torch.float).view(7, 3))
