@@ -416,7 +416,9 @@ def main(argv=None) -> int:
     parser.add_argument("--protocol", action="append", choices=sorted(PROTOCOLS),
                         help="data set protocol (repeatable); default omniglot-quick")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", help="substrings selecting method rows (default: all)")
+    parser.add_argument("--methods", nargs="+", help="labels or label prefixes selecting method rows (default: all)")
+    parser.add_argument("--exact", action="store_true",
+                        help="--methods names whole labels only (\"N-pair\" then selects no \"N-pair + ...\" row)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "quality")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in quality.json")
@@ -431,7 +433,10 @@ def main(argv=None) -> int:
     if args.methods:
         # "+" in a selector would match every GCA-HNG row; match whole labels, or prefixes of the label
         methods = [m for m in all_methods if any(m[0].lower() == s.lower() or
-                                                 m[0].lower().startswith(s.lower()) for s in args.methods)]
+                                                 (not args.exact and m[0].lower().startswith(s.lower()))
+                                                 for s in args.methods)]
+        if not methods:
+            parser.error(f"--methods {args.methods} selects no row of protocol {protocols[0]}")
     if args.quick:
         PROTOCOLS["omniglot-smoke"] = dict(
             config="omniglot", overrides=["solver.epochs=2", "solver.steps_per_epoch=15", "eval.every_epochs=2"],
