@@ -1,10 +1,11 @@
 """The trainer under torchrun's environment: two gloo processes train as one process on the global batches."""
 import json
 import os
-import socket
+import uuid
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from gca.testing.runs import comparable_records, tiny_run_overrides
@@ -16,15 +17,11 @@ from gca.train.checkpoint import load_checkpoint
 COMMON = ("data.transform=tensor", "model.bn_freeze=true", "solver.epochs=2", "eval.every_epochs=1")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, tmp, overrides):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+def _worker(rank, world, rendezvous, tmp, overrides):
+    # torchrun's environment, but the process group joined at a file before the Trainer looks: no TCP port to
+    # pick and release, so no race with another program for it (the Trainer joins only when none is joined)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     torch.set_num_threads(1)
     cfg = load_config("omniglot", tiny_run_overrides(tmp, *overrides))
     result = Trainer(cfg, progress=False).fit()
@@ -46,7 +43,9 @@ METHODS = {
 def test_two_processes_train_as_one(tmp_path, method):
     overrides = METHODS[method]
     ddp = [*COMMON, *overrides, "data.classes_per_batch=2", f"output_dir={tmp_path / 'ddp'}", "name=run"]
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), ddp), nprocs=2, join=True)
+    tiny_run_overrides(tmp_path)   # writes the data once, before two processes race to write it
+    rendezvous = f"file://{tmp_path / f'rendezvous-{uuid.uuid4().hex}'}"
+    mp.spawn(_worker, args=(2, rendezvous, str(tmp_path), ddp), nprocs=2, join=True)
     one = [*COMMON, *overrides, "data.classes_per_batch=4", f"output_dir={tmp_path / 'one'}", "name=run"]
     torch.set_num_threads(1)
     expected = Trainer(load_config("omniglot", tiny_run_overrides(tmp_path, *one)), progress=False).fit()
