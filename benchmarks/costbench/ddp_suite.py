@@ -6,7 +6,8 @@ Variants, alternating in rounds, at each global batch size:
   per unordered pair on the full graph, the default), and ``1 process, 1 thread, directed edges`` (one state per
   directed edge), which with the first lets the memory per edge row and per directed edge be told apart;
 * ``2 processes x 1 thread, graph repeated`` and ``2 processes x 1 thread, edges sharded``: two processes started
-  as ``torchrun`` starts them (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), each holding half the
+  as ``torchrun`` starts them (``RANK``, ``WORLD_SIZE``; they meet at a file rather than a TCP port, which another
+  program could take between picking and binding it), each holding half the
   batch (disjoint classes), the embedding network in ``DistributedDataParallel`` and the objective in
   :class:`gca.distributed.GatheredObjective`, as the trainer runs them under ``torchrun``: the generator's graph
   work repeated on both, or split by edges (:class:`gca.distributed.EdgeShard`, the trainer's default).
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -82,7 +82,7 @@ def run_process(cfg: Dict[str, Any]) -> Dict[str, Any]:
     sent = {"all_gather": 0, "all_reduce": 0, "ddp_all_reduce": 0}
     if world > 1:
         _count_bytes(sent)
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", init_method=cfg.get("rendezvous", "env://"), rank=rank, world_size=world)
     torch.manual_seed(cfg["seed"])
     classes = cfg["B"] // cfg["K"]
     net = nn.Sequential(nn.Linear(IN_DIM, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, cfg["D"]))
@@ -133,12 +133,6 @@ def run_process(cfg: Dict[str, Any]) -> Dict[str, Any]:
             "peak_mem_rise_mb": rise_mb, "edge_rows": counts["rows"], "directed_edges": counts["directed"]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def work_ddp_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Run one variant: in this process, or in ``processes`` fresh interpreters started as ``torchrun`` would."""
     processes, threads, shard, symmetric = DDP_VARIANTS[cfg["variant"]]
@@ -147,12 +141,12 @@ def work_ddp_variant(cfg: Dict[str, Any]) -> Dict[str, Any]:
         results = [run_process(cfg)]
     else:
         here = Path(__file__).resolve()
-        env = {**os.environ, "WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": str(threads),
+        env = {**os.environ, "WORLD_SIZE": str(processes), "OMP_NUM_THREADS": str(threads),
                "PYTHONPATH": os.pathsep.join([str(here.parents[2]), str(here.parents[1]),
                                               os.environ.get("PYTHONPATH", "")])}
         with tempfile.TemporaryDirectory(prefix="costbench-ddp-") as tmp:
-            (Path(tmp) / "cfg.json").write_text(json.dumps(cfg))
+            rendezvous = f"file://{Path(tmp) / 'rendezvous'}"
+            (Path(tmp) / "cfg.json").write_text(json.dumps({**cfg, "rendezvous": rendezvous}))
             procs = [subprocess.Popen([sys.executable, str(here), str(Path(tmp) / "cfg.json"), str(rank)],
                                       env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
