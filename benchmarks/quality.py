@@ -13,9 +13,11 @@ the runs already there), and ``quality.md`` plus ``quality_recall.png`` are rewr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -162,8 +164,14 @@ def slug(text: str, limit: int = 60) -> str:
 
 
 def run_name(method_overrides: List[str], seed: int) -> str:
-    """The run folder of one (method, seed) in a protocol's work directory."""
-    return f"{slug(' '.join(method_overrides) or 'gca')}_s{seed}"
+    """The run folder of one (method, seed) in a protocol's work directory: the overrides as a slug, cut to 60
+    characters with a hash of the whole text when longer (rows whose overrides share a long prefix, such as
+    Multi-Similarity's with and without GCA-HNG, once shared one folder)."""
+    text = " ".join(method_overrides) or "gca"
+    name = slug(text, limit=len(text))
+    if len(name) > 60:
+        name = f"{name[:51].rstrip('_')}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return f"{name}_s{seed}"
 
 
 def methods_of(protocol_name: str) -> List[tuple]:
@@ -194,12 +202,14 @@ def train_with_torchrun(config: str, overrides: List[str], processes: int, run_d
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "gca.cli", "train", "--config", config, "--no-progress", *overrides]
+               "-m", "gca.cli", "train", "--config", config, "--resume", "--no-progress", *overrides]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         # torchrun's own summary ends stderr: quote the processes' first error line instead
         lines = done.stderr.strip().splitlines()
-        cause = next((line.strip() for line in lines if "rror" in line and "ChildFailedError" not in line),
+        # (the CLI's one-line error or an exception's own line, not a traceback line of torch's errors module)
+        cause = next((line.strip() for line in lines if re.search(r"(\bgca \w+: error|\b\w*(Error|Exception)): ", line)
+                      and "ChildFailedError" not in line),
                      lines[-1] if lines else "")
         raise RuntimeError(f"torchrun with {processes} processes failed (exit {done.returncode}): {cause}")
     return json.loads((run_dir / "result.json").read_text())
@@ -214,7 +224,9 @@ def run_one(protocol: dict, method_overrides: List[str], seed: int, workdir: Pat
     if processes > 1:
         result = train_with_torchrun(protocol["config"], overrides, processes, workdir / name)
     else:
-        result = Trainer(load_config(protocol["config"], overrides), progress=False).fit()
+        trainer = Trainer(load_config(protocol["config"], overrides), progress=False)
+        trainer.resume()        # an interrupted run continues exactly (a finished one is only tested again)
+        result = trainer.fit()
     return {"seed": seed, **{m: result[m] for m in METRICS}, "seconds": round(time.perf_counter() - start, 1),
             "steps": result["steps"], "checkpoint": result["checkpoint"]}
 

@@ -10,5 +10,5 @@ export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-4294967296}" MALLOC_TRI
 # OpenMP threads that spin while waiting make every small op many times slower when another process shares the
 # cores (benchmarks/results/cost.md measured 10.7 s against 1.9 s per generator step); export it as ACTIVE to opt out
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-gca compare --config omniglot deterministic=true loss.metric=proxy_anchor loss.metric_kwargs.alpha=16 \
+gca compare --resume --config omniglot deterministic=true loss.metric=proxy_anchor loss.metric_kwargs.alpha=16 \
     gca.schedule_scale=first_epoch gca.alpha=1 gca.beta=1 "$@"

@@ -110,10 +110,18 @@ class Trainer:
         # baseline and method are paired by seed down to the pixels
         self.data_rng = torch.Generator().manual_seed(cfg.seed + 7_919).get_state()
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self._metrics_lines = len(self.metrics_path.read_text().splitlines()) if self.metrics_path.is_file() else 0
+        # a folder that holds a checkpoint holds a run: resume() continues it, and fit() refuses to start another
+        # run over it (its config, records and checkpoints would be overwritten or mixed with the new run's)
+        self._folder_holds_run = (self.run_dir / "last.pt").is_file()
+        self._resumed = False
+        self._metrics_lines = 0
         self._test_embeddings: Optional[Dict[str, Any]] = None
-        if self.writes:
+        self._barrier()     # every process has looked at the folder before the main one writes to it
+        if self.writes and not self._folder_holds_run:
             save_config(cfg, self.run_dir / "config.yaml")
+            if self.metrics_path.is_file():
+                # records of a run killed before its first checkpoint: that run can only start over
+                atomic_write_text(self.metrics_path, "")
         self._barrier()
 
     # ------------------------------------------------------------------------------ processes
@@ -369,6 +377,9 @@ class Trainer:
         state = load_checkpoint(path, map_location=self.device,
                                 required=("config", "model", "rng", "epoch", "step", "step_in_epoch"))
         self.load_state_dict(state, source=str(path))
+        self._resumed = True
+        if self.writes:
+            save_config(self.cfg, self.run_dir / "config.yaml")
         self._truncate_metrics(state.get("metrics_lines"))
         if self._best_file_is_stale():
             self._save_best()
@@ -384,7 +395,10 @@ class Trainer:
         self._metrics_lines += 1
 
     def _truncate_metrics(self, lines: Optional[int]) -> None:
-        if lines is None or not self.metrics_path.is_file():
+        if not self.metrics_path.is_file():
+            return
+        if lines is None:       # a checkpoint from before the count was saved: keep every record
+            self._metrics_lines = len(self.metrics_path.read_text().splitlines())
             return
         kept = self.metrics_path.read_text().splitlines()
         self._barrier()     # every process has counted the records before the main one cuts them
@@ -441,6 +455,10 @@ class Trainer:
 
     def fit(self) -> Dict[str, Any]:
         """Train to the end of the budget (continuing from a resumed state), then test once."""
+        if self._folder_holds_run and not self._resumed:
+            raise FileExistsError(f"run folder {self.run_dir} already holds a run (last.pt): continue it with "
+                                  f"--resume (Trainer.resume()), or give the new run its own folder (another name= "
+                                  f"or output_dir=)")
         while True:
             if self.step_in_epoch < self.epoch_length:
                 if not self._budget_left():

@@ -57,6 +57,19 @@ def test_quality_quick_runs_and_writes_rows(tmp_path):
             assert image.size[0] > 500 and image.size[1] > 300
 
 
+def test_every_row_of_a_protocol_trains_in_its_own_folder():
+    """Run folders are slugs of the rows' overrides; Multi-Similarity's rows with and without GCA-HNG (and with
+    the memory) share their first 60 characters and once shared one folder."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from quality import PROTOCOLS, methods_of, run_name
+    for protocol in PROTOCOLS:
+        rows = methods_of(protocol)
+        names = {run_name(overrides, 0) for _, overrides in rows}
+        assert len(names) == len(rows), protocol
+        assert all(len(name) <= 63 and name.replace("_", "").isalnum() for name in names)
+    assert run_name(["gca.enabled=false"], 3) == "gca_enabled_false_s3"        # short names stay readable
+
+
 def test_sign_flip_p_value_against_enumeration():
     import itertools
 

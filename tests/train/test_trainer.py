@@ -89,6 +89,34 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, extra):
         json.loads((resumed.run_dir / "result.json").read_text())["R@1"]
 
 
+def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path):
+    """A finished run's folder is neither overwritten nor appended to by another config's run; resuming it only
+    tests it again; a folder left by a run killed before its first checkpoint starts over clean."""
+    done = Trainer(load_config(None, _overrides(tmp_path, "name=shared", "plots=false")), progress=False)
+    result = done.fit()
+    run = done.run_dir
+    files = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")}
+    other = Trainer(load_config(None, _overrides(tmp_path, "name=shared", "plots=false", "gca.enabled=false")),
+                    progress=False)
+    with pytest.raises(FileExistsError, match=f"run folder {run} already holds a run .*--resume"):
+        other.fit()
+    assert {name: (run / name).read_bytes() for name in files} == files
+    again = Trainer(load_config(None, _overrides(tmp_path, "name=shared", "plots=false")), progress=False)
+    assert again.resume()
+    assert again.fit()["R@1"] == result["R@1"]
+    assert _train_records(run) == _train_records_of(files["metrics.jsonl"])     # nothing trained again
+
+    (run / "last.pt").unlink()
+    fresh = Trainer(load_config(None, _overrides(tmp_path, "name=shared", "plots=false")), progress=False)
+    assert fresh.fit()["R@1"] == result["R@1"]                  # deterministic on CPU: the same run again
+    assert _train_records(run) == _train_records_of(files["metrics.jsonl"])     # one run's records, not two
+
+
+def _train_records_of(text: bytes):
+    records = [json.loads(line) for line in text.decode().splitlines()]
+    return [r for r in records if r["kind"] == "train"]
+
+
 def _train_records(run_dir):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if r["kind"] == "train"]
