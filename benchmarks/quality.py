@@ -163,15 +163,19 @@ def slug(text: str, limit: int = 60) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:limit]
 
 
-def run_name(method_overrides: List[str], seed: int) -> str:
-    """The run folder of one (method, seed) in a protocol's work directory: the overrides as a slug, cut to 60
-    characters with a hash of the whole text when longer (rows whose overrides share a long prefix, such as
-    Multi-Similarity's with and without GCA-HNG, once shared one folder)."""
-    text = " ".join(method_overrides) or "gca"
+def folder_name(text: str, limit: int = 60) -> str:
+    """A run folder's name for ``text``: its slug, and when that is longer than ``limit``, its first characters
+    and a hash of the whole text (texts sharing a long prefix, such as Multi-Similarity's rows with and without
+    GCA-HNG, once got one folder)."""
     name = slug(text, limit=len(text))
-    if len(name) > 60:
-        name = f"{name[:51].rstrip('_')}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-    return f"{name}_s{seed}"
+    if len(name) > limit:
+        name = f"{name[:limit - 9].rstrip('_')}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return name
+
+
+def run_name(method_overrides: List[str], seed: int) -> str:
+    """The run folder of one (method, seed) in a protocol's work directory."""
+    return f"{folder_name(' '.join(method_overrides) or 'gca')}_s{seed}"
 
 
 def methods_of(protocol_name: str) -> List[tuple]:

@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from quality import slug  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
+from quality import folder_name  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
 
 from gca.train import Trainer, load_config  # noqa: E402
 from gca.train.plots import read_metrics  # noqa: E402
@@ -47,11 +47,13 @@ def parse_candidate(text: str):
 
 
 def run_one(config: str, base: List[str], label: str, overrides: List[str], seed: int, workdir: Path) -> Dict:
-    name = f"{slug(label, limit=50)}_s{seed}"
+    name = f"{folder_name(label, limit=50)}_s{seed}"
     cfg = load_config(config, base + overrides + [f"seed={seed}", f"name={name}", f"output_dir={workdir}",
                                                   "eval.test=false", "plots=false"])
     start = time.perf_counter()
-    result = Trainer(cfg, progress=False).fit()
+    trainer = Trainer(cfg, progress=False)
+    trainer.resume()        # an interrupted run continues exactly (a finished one is only evaluated again)
+    result = trainer.fit()
     records = read_metrics(workdir / name)
     epochs = [r for r in records if r["kind"] == "epoch"]
     curve = [{"epoch": r["epoch"], "step": r["step"], "R@1": r["R@1"]} for r in records if r["kind"] == "val"]

@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -68,6 +69,8 @@ def train(args, name: str, extra) -> dict:
         f"name={name}", *extra])
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    # a smoke run measures a fresh run: an earlier attempt's folder (this script's own output) goes first
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)
     trainer = Trainer(cfg, progress=False)
     start = time.perf_counter()
     result = trainer.fit()
